@@ -1,0 +1,42 @@
+"""finegrain: fine-grained image classification from a folder of photos, offline, on a CPU.
+
+    import finegrain
+    clf = finegrain.fit("data/birds")                 # folder-per-class, manifest or CUB-style folder
+    clf.save("models/birds")
+    clf = finegrain.Classifier.load("models/birds")
+    clf.predict(["photo.jpg"], top_k=5)
+    finegrain.evaluate(clf, "data/birds", split="test")
+
+Imports are lazy so that `finegrain --help` stays instant (no torch import).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._version import __version__
+
+_LAZY = {
+    "fit": ("finegrain.training", "fit"),
+    "evaluate": ("finegrain.evaluation", "evaluate"),
+    "Classifier": ("finegrain.pipeline", "Classifier"),
+    "Prediction": ("finegrain.pipeline", "Prediction"),
+    "embed_samples": ("finegrain.embed", "embed_samples"),
+    "load_data": ("finegrain.data.sources", "load_data"),
+    "get_backbone": ("finegrain.backbones", "get_backbone"),
+    "list_backbones": ("finegrain.backbones", "list_backbones"),
+    "EmbeddingCache": ("finegrain.store", "EmbeddingCache"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'finegrain' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

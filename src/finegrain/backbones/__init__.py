@@ -1,0 +1,52 @@
+"""Backbone registry. A backbone id is one string: `efficientnet_lite0`, `tiny`, or `family:argument`."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable
+
+from ..errors import ConfigError
+from ..registry import Registry
+from .base import Backbone, Preprocess
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+BACKBONES: Registry[Callable[[str], Backbone]] = Registry("backbone")
+
+
+def _register_builtin() -> None:
+    def lite(name: str) -> Backbone:
+        from .efficientnet_lite import load_efficientnet_lite
+        return load_efficientnet_lite(name)
+
+    def tiny(name: str) -> Backbone:
+        from .tiny import load_tiny
+        return load_tiny(name)
+
+    for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        BACKBONES.register(name)(lite)
+    BACKBONES.register("tiny")(tiny)
+
+
+_register_builtin()
+
+
+def parse_backbone_id(backbone_id: str) -> tuple[str, str | None]:
+    """'family:arg' → ('family', 'arg'); 'name' → ('name', None)."""
+    if not isinstance(backbone_id, str) or not backbone_id.strip():
+        raise ConfigError("empty backbone id", expected="a name such as 'efficientnet_lite0'",
+                          found=repr(backbone_id), fix=f"pass one of: {', '.join(BACKBONES.names())}")
+    family, sep, arg = backbone_id.strip().partition(":")
+    return (family, arg) if sep else (family, None)
+
+
+@lru_cache(maxsize=4)
+def get_backbone(backbone_id: str = DEFAULT_BACKBONE) -> Backbone:
+    """Build (once per process) the backbone named by `backbone_id`."""
+    family, _ = parse_backbone_id(backbone_id)
+    return BACKBONES.get(family)(backbone_id)
+
+
+def list_backbones() -> list[str]:
+    return BACKBONES.names()
+
+
+__all__ = ["Backbone", "Preprocess", "DEFAULT_BACKBONE", "get_backbone", "list_backbones", "parse_backbone_id"]

@@ -1,0 +1,81 @@
+"""The backbone contract: uint8 images in, finite L2-normalised float32 embeddings out.
+
+Preprocessing travels with the weights: a `Preprocess` is declared by each backbone, saved in every model
+artifact and folded into every cache key, so an embedding is never reused under different preprocessing.
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+             "lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the shorter side to size/crop_pct, centre-crop size×size, then (x/255 - mean)/std in the model."""
+
+    size: int
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+        return cls(size=int(d["size"]), crop_pct=float(d["crop_pct"]), interpolation=str(d["interpolation"]),
+                   mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]))
+
+    @property
+    def resize_to(self) -> int:
+        return int(round(self.size / self.crop_pct))
+
+    def apply(self, img: Image.Image) -> np.ndarray:
+        """PIL RGB image → (size, size, 3) uint8: normalisation is left to the model, so batches stay small."""
+        w, h = img.size
+        scale = self.resize_to / min(w, h)
+        new = (max(self.size, round(w * scale)), max(self.size, round(h * scale)))
+        if new != (w, h):
+            img = img.resize(new, _RESAMPLE[self.interpolation], reducing_gap=None)
+        left, top = (new[0] - self.size) // 2, (new[1] - self.size) // 2
+        img = img.crop((left, top, left + self.size, top + self.size))
+        return np.asarray(img, dtype=np.uint8)
+
+
+class Backbone(abc.ABC):
+    """Base class of every backbone. Subclasses set `id`, `embed_dim`, `preprocess` and implement `_forward`."""
+
+    id: str
+    embed_dim: int
+    preprocess: Preprocess
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 → (N, D) float32, finite and L2-normalised."""
+        feats = np.asarray(self._forward(batch), dtype=np.float32)
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        return feats / np.maximum(norms, 1e-12)
+
+    @abc.abstractmethod
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 → (N, D) raw features."""
+
+    @abc.abstractmethod
+    def weights_fingerprint(self) -> str:
+        """Changes whenever the weights change; part of the cache key."""
+
+    @property
+    def cache_key(self) -> str:
+        """One string per (backbone id, weights, preprocessing): embeddings are cached under it."""
+        blob = json.dumps({"id": self.id, "weights": self.weights_fingerprint(),
+                           "preprocess": self.preprocess.to_dict()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]

@@ -1,0 +1,243 @@
+"""The `finegrain` command: thin subcommands, one library call each. Heavy imports happen inside commands."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .._version import __version__
+
+EPILOG = {
+    "fit": "example:\n  finegrain fit data/birds -o models/birds --head logistic --seed 0",
+    "eval": "example:\n  finegrain eval models/birds data/birds --split test --format table",
+    "predict": "example:\n  finegrain predict models/birds photos/ --top-k 5 --format csv > predictions.csv",
+    "embed": "example:\n  finegrain embed data/birds -o embeddings/birds --backbone efficientnet_lite0",
+    "check": "example:\n  finegrain check data/birds",
+    "backbones": "example:\n  finegrain backbones",
+    "demo": "example:\n  finegrain demo -o demo-output",
+}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument("--cache-dir", type=Path, default=None,
+                   help="embedding cache folder (default: $FINEGRAIN_CACHE_DIR or ~/.cache/finegrain)")
+    g.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    g.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    g.add_argument("--max-image-pixels", type=int, default=None,
+                   help="refuse images with more pixels than this (decompression-bomb guard; default 89,478,485)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes, only warnings and errors")
+
+
+def _embed_kw(args: argparse.Namespace) -> dict:
+    from ..data.images import DEFAULT_MAX_PIXELS
+    return {"batch_size": args.batch_size, "workers": args.workers,
+            "max_pixels": args.max_image_pixels or DEFAULT_MAX_PIXELS, "progress": not args.quiet}
+
+
+def _info(args: argparse.Namespace, msg: str) -> None:
+    if not args.quiet:
+        print(msg, file=sys.stderr)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from ..training import fit
+
+    head_params = {}
+    if args.C is not None:
+        head_params["C"] = args.C
+    if args.k is not None:
+        head_params["k"] = args.k
+    clf = fit(args.data, backbone=args.backbone, head=args.head, head_params=head_params, val_split=args.val_split,
+              seed=args.seed, cache_dir=args.cache_dir, max_error_rate=args.max_error_rate, **_embed_kw(args))
+    clf.save(args.output)
+    t = clf.info["training"]
+    _info(args, f"fitted {args.head} head on {t['n_train']} images of {len(clf.classes)} classes "
+                f"({t['n_val']} validation, {t['n_unreadable']} unreadable) in {t['seconds']:.1f}s "
+                f"→ {args.output}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate
+    from ..io import to_json, write_json
+    from ..outputs import eval_table
+    from ..pipeline import Classifier
+
+    clf = Classifier.load(args.model)
+    report = evaluate(clf, args.data, split=args.split, top_k=args.top_k, cache_dir=args.cache_dir, **_embed_kw(args))
+    out = args.output or Path(args.model) / "eval" / f"{report['split'] or 'all'}.json"
+    write_json(out, report)
+    if args.format == "json":
+        print(to_json(report))
+    else:
+        print(eval_table(report))
+    _info(args, f"full results (JSON): {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..io import write_text_atomic
+    from ..outputs import predictions_csv, predictions_jsonl, predictions_table
+    from ..pipeline import Classifier
+    from ..store import EmbeddingCache
+
+    clf = Classifier.load(args.model)
+    with EmbeddingCache(args.cache_dir) as cache:
+        preds = clf.predict(args.inputs, top_k=args.top_k, cache=cache, **_embed_kw(args))
+    k = min(args.top_k, len(clf.classes))
+    prov = clf.provenance()
+    text = {"table": lambda: predictions_table(preds, k) + "\n", "csv": lambda: predictions_csv(preds, k, prov),
+            "jsonl": lambda: predictions_jsonl(preds, prov)}[args.format]()
+    if args.output:
+        write_text_atomic(args.output, text)
+        _info(args, f"wrote {len(preds)} predictions to {args.output}")
+    else:
+        sys.stdout.write(text)
+    n_err = sum(p.error is not None for p in preds)
+    if n_err:
+        print(f"finegrain: {n_err} of {len(preds)} file(s) could not be read (rows marked error)", file=sys.stderr)
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from ..backbones import get_backbone
+    from ..data.sources import load_data
+    from ..embed import embed_samples, save_embeddings
+    from ..provenance import provenance
+    from ..store import EmbeddingCache
+
+    ds = load_data(args.data)
+    samples = ds.select(args.split) if args.split else ds.samples
+    bb = get_backbone(args.backbone)
+    with EmbeddingCache(args.cache_dir) as cache:
+        emb = embed_samples(samples, bb, cache=cache, **_embed_kw(args))
+    labels = sorted({s.label for s in emb.samples if s.label})
+    save_embeddings(emb, args.output, provenance(bb.id, bb.preprocess.to_dict(), labels, data=str(args.data)))
+    _info(args, f"embedded {len(emb.samples)} images ({emb.n_cached} from cache, {emb.n_computed} computed, "
+                f"{len(emb.errors)} unreadable) → {args.output}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ..data.health import check_samples, findings_to_json, format_findings
+    from ..data.images import file_sha256
+    from ..data.sources import load_data
+    from ..io import to_json
+
+    ds = load_data(args.data)
+    hashes = {}
+    for s in ds.samples:
+        try:
+            hashes[s.path] = file_sha256(s.path)
+        except OSError:
+            continue
+    findings = check_samples(ds.samples, content_hashes=hashes, empty_classes=ds.empty_classes)
+    if args.format == "json":
+        print(to_json({"data": str(args.data), "kind": ds.kind, "n_images": len(ds.samples),
+                       "classes": len(ds.classes), "splits": ds.splits, "findings": findings_to_json(findings)}))
+    else:
+        print(f"{args.data}: {ds.kind}, {len(ds.samples)} images, {len(ds.classes)} classes, "
+              f"splits: {', '.join(ds.splits) or 'none'}")
+        print(format_findings(findings) if findings else "no problems found")
+    return 1 if any(f.level == "error" for f in findings) else 0
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from ..backbones import DEFAULT_BACKBONE, list_backbones
+    for name in list_backbones():
+        print(name + ("  (default)" if name == DEFAULT_BACKBONE else ""))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+    summary = run_demo(args.output, backbone=args.backbone, cache_dir=args.cache_dir, progress=not args.quiet)
+    print(summary["text"])
+    _info(args, f"summary: {Path(args.output) / 'summary.html'} and {Path(args.output) / 'summary.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..backbones import DEFAULT_BACKBONE  # light: no torch import
+
+    parser = argparse.ArgumentParser(prog="finegrain", description="Fine-grained image classification, offline, on a CPU.")
+    parser.add_argument("--version", action="version", version=f"finegrain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("fit", cmd_fit, "fit a classifier on a folder-per-class tree, a CSV/Parquet manifest or a CUB-style folder")
+    p.add_argument("data", help="folder, manifest (.csv/.parquet), CUB-style folder, or a `finegrain embed` folder")
+    p.add_argument("-o", "--output", required=True, type=Path, help="model directory to write")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone id (default {DEFAULT_BACKBONE}; see `finegrain backbones`)")
+    p.add_argument("--head", default="logistic", help="classifier head: logistic (default), prototype (alias ncm), knn")
+    p.add_argument("--val-split", type=float, default=0.2, help="fraction of train held out to choose hyper-parameters when DATA has no val split (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--C", type=float, default=None, help="logistic: fixed inverse regularisation (default: chosen on validation)")
+    p.add_argument("-k", type=int, default=None, help="knn: number of neighbours (default 10)")
+    p.add_argument("--max-error-rate", type=float, default=0.05, help="fail when more than this fraction of images is unreadable (default 0.05)")
+    _common(p)
+
+    p = add("eval", cmd_eval, "evaluate a model on labelled data (the test split by default)")
+    p.add_argument("model", type=Path, help="model directory from `finegrain fit`")
+    p.add_argument("data", help="labelled data, as for fit")
+    p.add_argument("--split", default=None, help="split to evaluate (default: test when the data has splits, else all)")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="what to print (JSON is always written)")
+    p.add_argument("--output", type=Path, default=None, help="JSON results path (default MODEL/eval/SPLIT.json)")
+    p.add_argument("--top-k", type=int, default=5, help="k of the top-k accuracy (default 5)")
+    _common(p)
+
+    p = add("predict", cmd_predict, "predict the top-k classes of images (files, folders or a manifest)")
+    p.add_argument("model", type=Path, help="model directory from `finegrain fit`")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
+    p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table", help="output format (default table)")
+    p.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
+    _common(p)
+
+    p = add("embed", cmd_embed, "embed images once into a folder every command can reuse")
+    p.add_argument("data", help="data as for fit")
+    p.add_argument("-o", "--output", required=True, type=Path, help="embeddings folder to write")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone id (default {DEFAULT_BACKBONE})")
+    p.add_argument("--split", action="append", default=None, help="only these splits (repeatable; default all)")
+    _common(p)
+
+    p = add("check", cmd_check, "report dataset problems: tiny/empty classes, duplicates and leaks, label typos")
+    p.add_argument("data", help="data as for fit")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+    add("backbones", cmd_backbones, "list the available backbones")
+
+    p = add("demo", cmd_demo, "the main job on the bundled sample: fit, evaluate, predict, write an HTML/JSON summary")
+    p.add_argument("-o", "--output", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone id (default {DEFAULT_BACKBONE})")
+    p.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ..errors import FinegrainError
+    from ..provenance import set_command_line
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    set_command_line(argv)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="finegrain: %(message)s", stream=sys.stderr, force=True)
+    try:
+        return args.func(args)
+    except FinegrainError as exc:
+        print(f"finegrain {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("finegrain: interrupted (finished batches are cached; rerun to resume)", file=sys.stderr)
+        return 130

@@ -1,0 +1,218 @@
+"""Finding and decoding image files the way real-world folders need it.
+
+Real folders hold hidden junk (.DS_Store, __MACOSX, notebook checkpoints), odd extensions, phone photos
+that rely on EXIF rotation, CMYK/16-bit/transparent files, truncated downloads and the odd decompression
+bomb. `load_rgb` turns every such file into either an upright 8-bit RGB image or an `ImageError`, so a
+training or inference run can record the bad file and go on instead of crashing.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
+
+from finegrain.errors import DataError, ImageError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({
+    ".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm",
+})
+
+# Pillow's own warning threshold (Image.MAX_IMAGE_PIXELS), repeated so callers can pass their own limit
+# without touching Pillow's global, which other code relies on.
+DEFAULT_MAX_PIXELS: int = 89_478_485
+
+_HIDDEN_NAMES = frozenset({"__MACOSX"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
+_WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+_CHUNK_BYTES = 1 << 20
+
+
+def is_hidden(path: Path, root: Path | None = None) -> bool:
+    """True if any component of `path` (taken relative to `root` when given; it must lie under it)
+    starts with '.' or is '__MACOSX': OS and tool litter that is never part of a dataset.
+
+    `root` keeps a dataset stored under e.g. ~/.cache from counting as hidden; '.' and '..' are not hidden.
+    """
+    parts = Path(path).relative_to(root).parts if root is not None else Path(path).parts
+    return any(_is_hidden_name(part) for part in parts)
+
+
+def _is_hidden_name(name: str) -> bool:
+    return name in _HIDDEN_NAMES or (name.startswith(".") and name not in (".", ".."))
+
+
+def is_image_file(path: Path) -> bool:
+    """True if the file name has an image extension (any case: .JPG, .Jpeg) and is not itself hidden.
+
+    Looks at the name only (no disk access, folders are not judged): the content decides at load time,
+    and `iter_image_files` is what skips hidden folders.
+    """
+    path = Path(path)
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not _is_hidden_name(path.name)
+
+
+def iter_image_files(root: Path) -> list[Path]:
+    """All image files under `root`, recursively, sorted so every run sees the same order.
+
+    Hidden folders are pruned rather than filtered afterwards, so a huge .git or .ipynb_checkpoints is
+    never walked. Symlinked folders are not followed (a link cycle would never end); symlinked files are
+    listed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        found = "nothing at that path" if not root.exists() else "a file, not a folder"
+        raise DataError(f"image folder {root} cannot be scanned", expected="an existing folder", found=found,
+                        fix="check the path")
+    files: list[Path] = []
+    for folder, dirnames, filenames in os.walk(root):
+        dirnames[:] = [name for name in dirnames if not _is_hidden_name(name)]
+        files.extend(Path(folder, name) for name in filenames if is_image_file(Path(name)))
+    return sorted(files)
+
+
+def load_rgb(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+             draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode the first frame of `path` into a fully loaded, upright (EXIF-rotated), 8-bit RGB image.
+
+    Any problem with the file raises `ImageError` naming it; no other exception escapes for a bad file.
+    The content decides the format, not the extension. Images over `max_pixels` (width * height, read
+    from the header before any pixel is decoded) are refused; `None` disables the check.
+
+    `draft_size` (width, height), for JPEG only, lets the decoder scale down by 1/2, 1/4 or 1/8 while
+    decoding (much faster for big photos). Following Pillow's `draft`, the result is the smallest such
+    scale that is still at least `draft_size` in each dimension, so callers still resize afterwards;
+    `draft_size` is meant upright (it is swapped for EXIF-rotated photos). Other formats ignore it.
+    """
+    name = str(path)
+    with _open_binary(Path(path), name) as fp, warnings.catch_warnings():
+        # Our max_pixels check below replaces Pillow's warning, which would otherwise fire on every big file.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _identify(fp, name) as img:
+            _check_pixels(img.size, max_pixels, name)
+            return _decode(img, name, draft_size)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of the file's bytes, read in 1 MiB chunks so big files do not fill memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fp:
+        for chunk in iter(lambda: fp.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _open_binary(path: Path, name: str) -> BinaryIO:
+    """Open the file ourselves so file-system problems get their own reasons, apart from decoding ones."""
+    try:
+        if path.is_dir():
+            raise ImageError(name, "is a directory, not an image file")
+        if path.stat().st_size == 0:
+            raise ImageError(name, "empty file (0 bytes)")
+        return open(path, "rb")
+    except FileNotFoundError as exc:
+        raise ImageError(name, "file not found") from exc
+    except PermissionError as exc:
+        raise ImageError(name, "permission denied") from exc
+    except OSError as exc:
+        raise ImageError(name, f"cannot open file: {exc.strerror or exc}") from exc
+
+
+def _identify(fp: BinaryIO, name: str) -> ImageFile.ImageFile:
+    """Read the header only, turning every way that can fail into an ImageError."""
+    try:
+        return _open_header(fp, name)
+    except UnidentifiedImageError as exc:
+        raise ImageError(name, "not a recognised image format (the content is not an image Pillow can read)") \
+            from exc
+    except Image.DecompressionBombError as exc:  # a plugin checked Pillow's global limit itself (GIF frames)
+        raise ImageError(name, f"over Pillow's own decompression-bomb limit: {exc}") from exc
+    except Exception as exc:  # Pillow plugins raise many types (SyntaxError, struct.error, ...) on bad headers
+        raise ImageError(name, f"truncated or corrupt image header: {exc}") from exc
+
+
+def _open_header(fp: BinaryIO, name: str) -> ImageFile.ImageFile:
+    """Image.open, except that Pillow's global bomb limit does not decide: the caller's `max_pixels` does
+    (it may be higher, or None), and it reports the real size."""
+    try:
+        return Image.open(fp)
+    except Image.DecompressionBombError:
+        fp.seek(0)
+        return _open_without_pillow_limit(fp, name)
+
+
+def _open_without_pillow_limit(fp: BinaryIO, name: str) -> ImageFile.ImageFile:
+    """Image.open's format detection minus its `Image.MAX_IMAGE_PIXELS` check, which is a process-wide
+    global we must not change. Only reached for files Image.open already identified."""
+    Image.init()
+    prefix = fp.read(16)
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        accepted = accept is None or accept(prefix)
+        if accepted and not isinstance(accepted, str):  # a str means "recognised but unsupported"
+            fp.seek(0)
+            try:
+                return factory(fp, name)
+            except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open skips, too
+                continue
+    raise UnidentifiedImageError(f"cannot identify image file {name!r}")
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> None:
+    """Refuse before decoding: a tiny file can declare a huge canvas and exhaust memory."""
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(name, f"image is {width}×{height} = {width * height:,} pixels, over the limit of "
+                               f"{max_pixels:,} (decompression-bomb guard); raise it with --max-image-pixels "
+                               "if the file is trusted")
+
+
+def _decode(img: ImageFile.ImageFile, name: str, draft_size: tuple[int, int] | None) -> Image.Image:
+    """Decode all pixel data now, so truncation surfaces here as an ImageError and not later in a worker."""
+    try:
+        if draft_size is not None and isinstance(img, JpegImagePlugin.JpegImageFile):  # includes MPO
+            img.draft("RGB", _stored_orientation_size(img, draft_size))
+        img.load()
+        return _to_rgb(ImageOps.exif_transpose(img))
+    except Image.DecompressionBombError as exc:  # some plugins (GIF frames) check Pillow's limit on load
+        raise ImageError(name, f"over Pillow's own decompression-bomb limit: {exc}") from exc
+    except Exception as exc:  # Pillow decoders raise OSError, ValueError, EOFError, ... on bad data
+        raise ImageError(name, f"truncated or corrupt image data: {exc}") from exc
+
+
+def _stored_orientation_size(img: Image.Image, size: tuple[int, int]) -> tuple[int, int]:
+    """Draft works on the stored pixels, so an upright size must be swapped for 90°-rotated photos."""
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    return (size[1], size[0]) if orientation in _TRANSPOSING_ORIENTATIONS else size
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB whatever the stored mode; transparency is flattened onto white, as viewers show it."""
+    if img.mode in _WIDE_GREY_MODES:
+        img = _wide_grey_to_l(img)
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, img.convert("RGBA")).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _wide_grey_to_l(img: Image.Image) -> Image.Image:
+    """Scale high-bit-depth grey to 0..255 instead of letting Pillow clip it (which turns most of a 16-bit
+    image white). 16-bit data (I;16*, and mode I within 0..65535, as 16-bit PGM opens) uses the fixed
+    /257 so brightness means the same in every image; wider int and float data has no nominal full
+    scale, so its own min..max range is stretched.
+    """
+    wide = img.convert("I") if img.mode.startswith("I;16") else img
+    low, high = wide.getextrema()
+    if wide.mode == "I" and low >= 0 and high <= 65535:
+        low, high = 0, 65535
+    scale = 255 / (high - low) if high > low else 0.0
+    offset = 0.5 - low * scale  # +0.5: the conversion to L truncates, this makes it round
+    grey = wide.point(lambda v: v * scale + offset).convert("L")
+    grey.info.pop("transparency", None)  # a 16-bit transparent value would match the wrong 8-bit pixels
+    return grey

@@ -1,0 +1,192 @@
+"""Data sources: a folder-per-class tree (optionally under train/ val/ test/), a CSV or Parquet manifest,
+a CUB-style folder, or plain files and folders of unlabelled images — all turned into `Sample`s."""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import ConfigError, DataError
+from .images import is_hidden, is_image_file, iter_image_files
+from .samples import Sample
+
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "dev": "val", "test": "test", "testing": "test"}
+MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
+CUB_FILES = ("images.txt", "image_class_labels.txt")
+
+
+@dataclass
+class DataSet:
+    """Samples from one source. `kind` names the layout that was recognised, so users can check it."""
+
+    samples: list[Sample]
+    root: Path
+    kind: str
+    empty_classes: list[str] = field(default_factory=list)
+
+    @property
+    def has_splits(self) -> bool:
+        return any(s.split is not None for s in self.samples)
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted({s.split for s in self.samples if s.split is not None})
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({s.label for s in self.samples if s.label is not None})
+
+    def select(self, splits: Sequence[str]) -> list[Sample]:
+        wanted = set(splits)
+        return [s for s in self.samples if s.split in wanted]
+
+
+def normalise_split(name: str) -> str | None:
+    return SPLIT_ALIASES.get(name.strip().lower())
+
+
+def load_data(path: str | Path) -> DataSet:
+    """Recognise the layout at `path` and return its samples (labels and splits where the layout has them)."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"data path {root} does not exist", expected="a folder or a .csv/.parquet manifest",
+                        found="nothing at that path", fix="check the path (relative paths start from the current folder)")
+    if root.is_file():
+        if root.suffix.lower() in MANIFEST_SUFFIXES:
+            return load_manifest(root)
+        raise DataError(f"{root} is a file but not a manifest", expected="a folder, or a .csv/.parquet manifest",
+                        found=f"a '{root.suffix}' file",
+                        fix="pass the folder that holds the images, or a manifest with columns path,label[,split][,group]")
+    if all((root / f).is_file() for f in CUB_FILES):
+        return load_cub(root)
+    return load_folder(root)
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p, folder))
+
+
+def load_folder(root: Path) -> DataSet:
+    """Folder-per-class; top-level folders named train/val/test (and aliases) are splits, not classes."""
+    subdirs = _subdirs(root)
+    split_dirs = {d: normalise_split(d.name) for d in subdirs}
+    if subdirs and all(split_dirs.values()):
+        samples: list[Sample] = []
+        empty: list[str] = []
+        for d in subdirs:
+            part, part_empty = _class_folders(d, split_dirs[d])
+            samples += part
+            empty += part_empty
+        loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)]
+        if loose:
+            raise DataError(f"{root} mixes split folders with {len(loose)} loose images such as {loose[0].name}",
+                            expected="only train/ val/ test/ folders at the top", found="image files beside them",
+                            fix="move the loose images into a split's class folder, or remove them")
+        return DataSet(samples, root, "folder-with-splits", sorted(set(empty)))
+    samples, empty = _class_folders(root, None)
+    return DataSet(samples, root, "folder", empty)
+
+
+def _class_folders(folder: Path, split: str | None) -> tuple[list[Sample], list[str]]:
+    """Images in each class folder (recursively) get that folder's name; loose images are unlabelled."""
+    samples = [Sample(p, None, split) for p in sorted(folder.iterdir()) if p.is_file() and is_image_file(p)]
+    empty = []
+    for d in _subdirs(folder):
+        files = iter_image_files(d)
+        if not files:
+            empty.append(d.name)
+        samples += [Sample(p, d.name, split) for p in files]
+    return samples, empty
+
+
+def _read_table(path: Path) -> list[dict[str, str]]:
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            return [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
+                    for row in csv.DictReader(fh)]
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        from ..errors import MissingExtraError
+        raise MissingExtraError("pyarrow", "reading Parquet manifests", "parquet") from exc
+    table = pq.read_table(path).to_pylist()
+    return [{str(k).strip().lower(): ("" if v is None else str(v).strip()) for k, v in row.items()} for row in table]
+
+
+def load_manifest(path: Path) -> DataSet:
+    """Columns path,label[,split][,group]; relative paths are relative to the manifest's folder."""
+    rows = _read_table(path)
+    if not rows:
+        raise DataError(f"manifest {path} has no rows", expected="a header and one row per image",
+                        found="no rows", fix="add rows: path,label[,split][,group]")
+    if "path" not in rows[0]:
+        raise DataError(f"manifest {path} has no 'path' column", expected="columns path,label[,split][,group]",
+                        found=f"columns {', '.join(rows[0])}", fix="rename the column that holds image paths to 'path'")
+    samples = []
+    for i, row in enumerate(rows, start=2):
+        if not row["path"]:
+            raise DataError(f"manifest {path} row {i} has an empty path", expected="a file path",
+                            found="an empty cell", fix="fill in or delete that row")
+        split_raw = row.get("split", "")
+        split = normalise_split(split_raw) if split_raw else None
+        if split_raw and split is None:
+            raise DataError(f"manifest {path} row {i} has an unknown split '{split_raw}'",
+                            expected="train, val or test", found=repr(split_raw), fix="use train, val or test")
+        file = Path(row["path"]).expanduser()
+        samples.append(Sample(file if file.is_absolute() else path.parent / file, row.get("label") or None,
+                              split, row.get("group") or None))
+    return DataSet(samples, path.parent, "manifest")
+
+
+def _read_id_table(path: Path) -> dict[str, str]:
+    """CUB list files: 'id value' per line, separated by whitespace or a comma."""
+    out = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = re.split(r"\s*,\s*|\s+", line, maxsplit=1)
+        if len(parts) != 2:
+            raise DataError(f"{path} line {n} cannot be parsed", expected="'<id> <value>'", found=repr(line),
+                            fix="fix or remove that line")
+        out[parts[0]] = parts[1]
+    return out
+
+
+def load_cub(root: Path) -> DataSet:
+    """CUB-200-2011 layout: images.txt, image_class_labels.txt, optional classes.txt and train_test_split.txt."""
+    images = _read_id_table(root / "images.txt")
+    labels = _read_id_table(root / "image_class_labels.txt")
+    names = _read_id_table(root / "classes.txt") if (root / "classes.txt").is_file() else {}
+    names = {k: re.sub(r"^\d+\.", "", v) for k, v in names.items()}
+    is_train = _read_id_table(root / "train_test_split.txt") if (root / "train_test_split.txt").is_file() else {}
+    image_dir = root / "images" if (root / "images").is_dir() else root
+    samples = []
+    for image_id, rel in images.items():
+        if image_id not in labels:
+            raise DataError(f"image id {image_id} ({rel}) has no label in image_class_labels.txt",
+                            expected="one label line per image", found="none", fix="add the missing line")
+        split = None if image_id not in is_train else ("train" if is_train[image_id] == "1" else "test")
+        samples.append(Sample(image_dir / rel, names.get(labels[image_id], labels[image_id]), split))
+    return DataSet(samples, root, "cub")
+
+
+def collect_inputs(inputs: Sequence[str | Path]) -> list[Sample]:
+    """Files given by name are taken as they are (a bad one becomes an error row later); folders are searched
+    recursively for image files, hidden ones skipped."""
+    samples = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            samples += [Sample(f) for f in iter_image_files(p)]
+        elif p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file():
+            samples += load_manifest(p).samples
+        else:
+            samples.append(Sample(p))
+    if not samples:
+        raise ConfigError("no images to work on", expected="image files or folders that contain images",
+                          found=", ".join(map(str, inputs)) or "nothing", fix="check the paths you passed")
+    return samples

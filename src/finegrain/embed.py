@@ -1,0 +1,201 @@
+"""The embedding engine: files → (cached) L2-normalised embeddings, with decoding overlapped with the model.
+
+Files are identified by content (SHA-256), so renamed or copied images hit the cache, and an image that cannot
+be read becomes an error record (path, reason) rather than ending the run or being replaced by another.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .backbones import Backbone, get_backbone
+from .data.images import DEFAULT_MAX_PIXELS, file_sha256, load_rgb
+from .data.samples import Sample
+from .errors import DataError, FinegrainError
+from .store import EmbeddingCache, missing
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """An input that produced no embedding, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Embeddings:
+    """Embeddings of the readable samples, in input order, with what is needed to trust and reuse them."""
+
+    X: np.ndarray
+    samples: list[Sample]
+    shas: list[str]
+    backbone_id: str
+    cache_key: str
+    preprocess: dict
+    errors: list[ErrorRecord] = field(default_factory=list)
+    n_computed: int = 0
+    n_cached: int = 0
+
+    @property
+    def labels(self) -> list[str | None]:
+        return [s.label for s in self.samples]
+
+    @property
+    def paths(self) -> list[str]:
+        return [str(s.path) for s in self.samples]
+
+    def subset(self, mask: Sequence[bool] | np.ndarray) -> "Embeddings":
+        idx = np.flatnonzero(np.asarray(mask, dtype=bool))
+        return Embeddings(self.X[idx], [self.samples[i] for i in idx], [self.shas[i] for i in idx],
+                          self.backbone_id, self.cache_key, self.preprocess, list(self.errors))
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not enabled or total == 0,
+                dynamic_ncols=True, leave=False)
+
+
+def _hash_all(samples: Sequence[Sample], pool: ThreadPoolExecutor) -> list[str | ErrorRecord]:
+    def one(s: Sample) -> str | ErrorRecord:
+        try:
+            return file_sha256(s.path)
+        except OSError as exc:
+            reason = "file not found" if isinstance(exc, FileNotFoundError) else f"cannot read file: {exc}"
+            return ErrorRecord(str(s.path), reason)
+    return list(pool.map(one, samples))
+
+
+def _decode(path: str, backbone: Backbone, max_pixels: int | None) -> np.ndarray | ErrorRecord:
+    try:
+        return backbone.preprocess.apply(load_rgb(path, max_pixels=max_pixels))
+    except FinegrainError as exc:
+        return ErrorRecord(path, getattr(exc, "reason", str(exc)))
+
+
+def _decoded_batches(todo: list[tuple[str, str]], backbone: Backbone, pool: ThreadPoolExecutor,
+                     batch_size: int, max_pixels: int | None) -> Iterator[list[tuple[str, np.ndarray | ErrorRecord]]]:
+    """Yield decoded batches while the next batch is already being decoded in the pool (bounded: 2 in flight)."""
+    def submit(chunk: list[tuple[str, str]]) -> list[tuple[str, Future]]:
+        return [(sha, pool.submit(_decode, path, backbone, max_pixels)) for sha, path in chunk]
+
+    chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    in_flight = [submit(c) for c in chunks[:2]]
+    for i in range(len(chunks)):
+        current = in_flight.pop(0)
+        if i + 2 < len(chunks):
+            in_flight.append(submit(chunks[i + 2]))
+        yield [(sha, fut.result()) for sha, fut in current]
+
+
+def embed_samples(samples: Sequence[Sample], backbone: str | Backbone = "efficientnet_lite0", *,
+                  cache: EmbeddingCache | None = None, batch_size: int = 32, workers: int = 2,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = True,
+                  desc: str = "embedding") -> Embeddings:
+    """Embed every readable sample; unreadable ones are returned in `errors`, never silently dropped."""
+    bb = get_backbone(backbone) if isinstance(backbone, str) else backbone
+    key = bb.cache_key
+    vectors: dict[str, np.ndarray] = {}
+    bad: dict[str, str] = {}
+    errors: list[ErrorRecord] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        hashed = _hash_all(samples, pool)
+        shas = [h for h in hashed if isinstance(h, str)]
+        if cache is not None:
+            vectors.update(cache.get_many(key, shas))
+        n_cached = sum(1 for h in shas if h in vectors)
+        path_of = {}
+        for s, h in zip(samples, hashed):
+            if isinstance(h, str):
+                path_of.setdefault(h, str(s.path))
+        todo = [(sha, path_of[sha]) for sha in missing(shas, vectors)]
+        with _progress(len(todo), desc, progress) as bar:
+            for batch in _decoded_batches(todo, bb, pool, batch_size, max_pixels):
+                ok = [(sha, arr) for sha, arr in batch if not isinstance(arr, ErrorRecord)]
+                bad.update({sha: arr.reason for sha, arr in batch if isinstance(arr, ErrorRecord)})
+                if ok:
+                    emb = bb.embed(np.stack([arr for _, arr in ok]))
+                    new = {sha: emb[j] for j, (sha, _) in enumerate(ok)}
+                    vectors.update(new)
+                    if cache is not None:
+                        cache.put_many(key, new)
+                bar.update(len(batch))
+    kept: list[int] = []
+    for i, (s, h) in enumerate(zip(samples, hashed)):
+        if isinstance(h, ErrorRecord):
+            errors.append(h)
+        elif h in bad:
+            errors.append(ErrorRecord(str(s.path), bad[h]))
+        else:
+            kept.append(i)
+    X = np.stack([vectors[hashed[i]] for i in kept]).astype(np.float32) if kept else \
+        np.zeros((0, bb.embed_dim), dtype=np.float32)
+    return Embeddings(X=X, samples=[samples[i] for i in kept], shas=[hashed[i] for i in kept],
+                      backbone_id=bb.id, cache_key=key, preprocess=bb.preprocess.to_dict(), errors=errors,
+                      n_computed=len(todo) - len(bad), n_cached=n_cached)
+
+
+EMBEDDINGS_FORMAT = "finegrain-embeddings/1"
+
+
+def save_embeddings(emb: Embeddings, directory: str | Path, provenance: dict) -> Path:
+    """A folder any command can reuse: vectors (safetensors), index.csv (path,label,split,group,sha256),
+    errors.csv, meta.json (backbone, preprocessing, provenance)."""
+    from safetensors.numpy import save_file
+
+    from .io import replace_dir_atomic, staging_dir, write_json
+
+    target = Path(directory)
+    tmp = staging_dir(target)
+    save_file({"embeddings": np.ascontiguousarray(emb.X, dtype=np.float32)}, str(tmp / "embeddings.safetensors"))
+    with (tmp / "index.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "split", "group", "sha256"])
+        for s, sha in zip(emb.samples, emb.shas):
+            w.writerow([str(s.path), s.label or "", s.split or "", s.group or "", sha])
+    with (tmp / "errors.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "reason"])
+        w.writerows([e.path, e.reason] for e in emb.errors)
+    write_json(tmp / "meta.json", {"format": EMBEDDINGS_FORMAT, "backbone": emb.backbone_id,
+                                   "cache_key": emb.cache_key, "preprocess": emb.preprocess,
+                                   "n": len(emb.samples), "dim": int(emb.X.shape[1]),
+                                   "n_errors": len(emb.errors), "provenance": provenance})
+    replace_dir_atomic(tmp, target)
+    return target
+
+
+def is_embeddings_dir(path: str | Path) -> bool:
+    meta = Path(path) / "meta.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("format") == EMBEDDINGS_FORMAT
+    except (ValueError, OSError):
+        return False
+
+
+def load_embeddings(directory: str | Path) -> Embeddings:
+    from safetensors.numpy import load_file
+
+    d = Path(directory)
+    meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+    X = load_file(str(d / "embeddings.safetensors"))["embeddings"]
+    with (d / "index.csv").open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if len(rows) != len(X):
+        raise DataError(f"embeddings folder {d} is inconsistent", expected=f"{len(X)} rows in index.csv",
+                        found=f"{len(rows)} rows", fix="re-create it with `finegrain embed`")
+    samples = [Sample(Path(r["path"]), r["label"] or None, r["split"] or None, r["group"] or None) for r in rows]
+    with (d / "errors.csv").open(newline="", encoding="utf-8") as fh:
+        errors = [ErrorRecord(r["path"], r["reason"]) for r in csv.DictReader(fh)]
+    return Embeddings(X=X, samples=samples, shas=[r["sha256"] for r in rows], backbone_id=meta["backbone"],
+                      cache_key=meta["cache_key"], preprocess=meta["preprocess"], errors=errors)

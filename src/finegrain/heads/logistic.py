@@ -1,0 +1,94 @@
+"""Multinomial logistic regression on standardised embeddings ("CNN features off-the-shelf" + a linear model).
+
+The regularisation strength is chosen on a validation split drawn from the training data, never on test.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .base import Head, stratified_holdout
+
+DEFAULT_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+class LogisticHead(Head):
+    name = "logistic"
+
+    def __init__(self, C: float | None = None, Cs: Sequence[float] = DEFAULT_CS, val_fraction: float = 0.2,
+                 max_iter: int = 300, seed: int = 0) -> None:
+        self.C, self.Cs, self.val_fraction, self.max_iter, self.seed = C, tuple(Cs), val_fraction, max_iter, seed
+
+    def get_params(self) -> dict[str, Any]:
+        return {"C": self.C, "Cs": list(self.Cs), "val_fraction": self.val_fraction, "max_iter": self.max_iter,
+                "seed": self.seed}
+
+    def _model(self, C: float):
+        from sklearn.linear_model import LogisticRegression
+        return LogisticRegression(C=C, max_iter=self.max_iter, tol=1e-4)
+
+    def _standardise(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.mean_) / self.scale_
+
+    def fit(self, X, y, X_val=None, y_val=None) -> "LogisticHead":
+        X, yi = self._check_fit_input(X, y)
+        if X_val is not None and len(X_val):
+            Xv, yv = np.asarray(X_val, dtype=np.float32), self.encode_labels(np.asarray(y_val))
+            X_tr, y_tr = X, yi
+            X_fit, y_fit = np.concatenate([X, Xv]), np.concatenate([yi, yv])
+        else:
+            tr, va = stratified_holdout(yi, self.val_fraction, self.seed)
+            X_tr, y_tr, Xv, yv = X[tr], yi[tr], X[va], yi[va]
+            X_fit, y_fit = X, yi
+        self.C_ = self.C if self.C is not None else self._select_C(X_tr, y_tr, Xv, yv)
+        self.mean_ = X_fit.mean(axis=0)
+        self.scale_ = X_fit.std(axis=0) + 1e-6
+        model = self._model(self.C_).fit(self._standardise(X_fit), y_fit)
+        self.coef_, self.intercept_ = self._full_rank(model, len(self.classes_))
+        return self
+
+    def _select_C(self, X, y, X_val, y_val) -> float:
+        """Highest validation accuracy; ties broken by lower validation log-loss."""
+        if len(X_val) == 0 or len(np.unique(y)) < 2:
+            return 1.0
+        mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-6
+        Xs, Xv = (X - mean) / scale, (X_val - mean) / scale
+        scores = []
+        for C in self.Cs:
+            model = self._model(C).fit(Xs, y)
+            coef, intercept = self._full_rank(model, len(self.classes_))
+            logits = Xv @ coef.T + intercept
+            acc = float((logits.argmax(1) == y_val).mean())
+            z = logits - logits.max(1, keepdims=True)
+            nll = float(-(z[np.arange(len(y_val)), y_val] - np.log(np.exp(z).sum(1))).mean())
+            scores.append((acc, -nll, C))
+        self.validation_ = [{"C": C, "val_accuracy": a, "val_nll": -n} for a, n, C in scores]
+        return max(scores)[2]
+
+    @staticmethod
+    def _full_rank(model, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """sklearn omits classes absent from a fit; give them weight 0 and a very low bias."""
+        coef = np.zeros((n_classes, model.coef_.shape[1]), dtype=np.float32)
+        intercept = np.full(n_classes, -1e4, dtype=np.float32)
+        present = model.classes_.astype(int)
+        if len(present) == 2 and model.coef_.shape[0] == 1:
+            coef[present[1]], intercept[present[1]] = model.coef_[0], model.intercept_[0]
+            intercept[present[0]] = 0.0
+        else:
+            coef[present], intercept[present] = model.coef_, model.intercept_
+        return coef, intercept
+
+    def decision_function(self, X):
+        X = self._check_predict_input(X)
+        return self._standardise(X) @ self.coef_.T + self.intercept_
+
+    def _state(self):
+        return ({"C_": self.C_, "validation_": getattr(self, "validation_", [])},
+                {"coef": self.coef_, "intercept": self.intercept_, "mean": self.mean_, "scale": self.scale_})
+
+    def _load_state(self, values, arrays):
+        self.C_ = values["C_"]
+        self.validation_ = values.get("validation_", [])
+        self.coef_, self.intercept_ = arrays["coef"], arrays["intercept"]
+        self.mean_, self.scale_ = arrays["mean"], arrays["scale"]

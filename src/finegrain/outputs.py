@@ -1,0 +1,76 @@
+"""Rendering results for people (aligned tables) and machines (CSV, JSON lines). Pure: data in, text out."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Sequence
+
+from .pipeline import Prediction
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align_right: Sequence[int] = ()) -> str:
+    cells = [[str(h) for h in header]] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def line(r: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if i in align_right else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def predictions_table(preds: Sequence[Prediction], top_k: int) -> str:
+    header = ["path"] + [h for i in range(1, top_k + 1) for h in (f"top{i}", "prob")]
+    rows = []
+    for p in preds:
+        if p.error:
+            rows.append([p.path, f"ERROR: {p.error}"] + [""] * (2 * top_k - 1))
+        else:
+            cells = [x for lab, pr in zip(p.labels, p.probs) for x in (lab, f"{pr:.3f}")]
+            rows.append([p.path] + cells + [""] * (2 * top_k - len(cells)))
+    return text_table(header, rows)
+
+
+def predictions_csv(preds: Sequence[Prediction], top_k: int, provenance: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "status", "error"] + [h for i in range(1, top_k + 1) for h in (f"label_{i}", f"prob_{i}")]
+               + ["model_backbone", "class_list_hash", "finegrain_version"])
+    tail = [provenance["backbone"], provenance["class_list_hash"], provenance["finegrain_version"]]
+    for p in preds:
+        cells = [x for lab, pr in zip(p.labels, p.probs) for x in (lab, pr)]
+        w.writerow([p.path, "error" if p.error else "ok", p.error or ""] + cells + [""] * (2 * top_k - len(cells)) + tail)
+    return buf.getvalue()
+
+
+def predictions_jsonl(preds: Sequence[Prediction], provenance: dict[str, Any]) -> str:
+    model = {k: provenance[k] for k in ("backbone", "class_list_hash", "finegrain_version", "head") if k in provenance}
+    return "".join(json.dumps({**p.to_dict(), "model": model}, ensure_ascii=False) + "\n" for p in preds)
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def eval_table(report: dict[str, Any], max_classes: int = 30) -> str:
+    """Headline metrics, the weakest classes first, and the most confused pairs."""
+    top_k_key = next(k for k in report if k.startswith("top") and k != "top1" and report[k] is not None)
+    head = text_table(["metric", "value"], [
+        ["images scored", report["n"]], ["top-1 accuracy %", _pct(report["top1"])],
+        [f"{top_k_key.replace('top', 'top-')} accuracy %", _pct(report[top_k_key])],
+        ["mean per-class accuracy %", _pct(report["mean_per_class_accuracy"])],
+        ["macro-F1 %", _pct(report["macro_f1"])], ["ECE (15 bins)", f"{report['ece']:.4f}"],
+        ["unreadable images", report["n_unreadable"]], ["leaked from training", report["n_leaked_from_training"]],
+    ], align_right=[1])
+    per = sorted((r for r in report["per_class"] if r["support"]), key=lambda r: (r["accuracy"], r["class"]))
+    shown = per[:max_classes]
+    classes = text_table(["class", "n", "acc %", "prec %", "F1 %"],
+                         [[r["class"], r["support"], _pct(r["accuracy"]), _pct(r["precision"]), _pct(r["f1"])]
+                          for r in shown], align_right=[1, 2, 3, 4])
+    title = f"per-class (weakest {len(shown)} of {len(per)})" if len(per) > len(shown) else "per-class"
+    parts = [head, "", title, classes]
+    if report["most_confused"]:
+        parts += ["", "most confused (true → predicted)",
+                  text_table(["true", "predicted", "count"],
+                             [[m["true"], m["predicted"], m["count"]] for m in report["most_confused"]], align_right=[2])]
+    return "\n".join(parts)

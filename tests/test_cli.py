@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from finegrain.cli.main import main
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_fit_eval_predict_embed(capsys, split_folder, tmp_path):
+    model = tmp_path / "model"
+    code, _, err = run(capsys, "fit", split_folder, "-o", model, "--backbone", "tiny", "--head", "prototype")
+    assert code == 0 and "fitted prototype head on 24 images of 3 classes" in err
+
+    code, out, _ = run(capsys, "eval", model, split_folder, "--format", "json", "-q")
+    rep = json.loads(out)
+    assert code == 0 and rep["split"] == "test" and rep["top1"] > 0.9
+    assert json.loads((model / "eval" / "test.json").read_text())["n"] == 12
+
+    code, out, _ = run(capsys, "eval", model, split_folder, "-q")
+    assert "mean per-class accuracy %" in out and "per-class" in out
+
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    code, out, err = run(capsys, "predict", model, split_folder / "test" / "blue_jay", tmp_path / "broken.jpg",
+                         "--format", "csv", "--top-k", "2", "-q")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(rows) == 5
+    assert rows[-1]["status"] == "error" and rows[-1]["label_1"] == ""
+    assert all(r["label_1"] == "blue_jay" for r in rows[:4])
+    assert rows[0]["model_backbone"] == "tiny" and "could not be read" in err
+
+    code, out, _ = run(capsys, "predict", model, split_folder / "test", "--format", "jsonl", "-q")
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert len(lines) == 12 and lines[0]["model"]["backbone"] == "tiny" and len(lines[0]["top_k"]) == 3
+
+    code, out, _ = run(capsys, "predict", model, split_folder / "test" / "red_finch" / "00.png", "-q")
+    assert "red_finch" in out and "top1" in out
+
+    code, _, err = run(capsys, "embed", split_folder, "-o", tmp_path / "emb", "--backbone", "tiny")
+    assert code == 0 and "36 from cache" in err
+    code, _, _ = run(capsys, "fit", tmp_path / "emb", "-o", tmp_path / "m2", "--backbone", "tiny", "-q")
+    assert code == 0
+
+
+def test_exit_codes(capsys, split_folder, tmp_path):
+    code, _, err = run(capsys, "fit", split_folder, "-o", tmp_path / "m", "--backbone", "tinny")
+    assert code == 2 and "did you mean 'tiny'" in err
+    code, _, err = run(capsys, "eval", tmp_path / "no-model", split_folder)
+    assert code == 1 and "not a finegrain model directory" in err
+    with pytest.raises(SystemExit) as e:
+        main(["fit"])
+    assert e.value.code == 2
+
+
+def test_check_reports_leak(capsys, split_folder):
+    src = next((split_folder / "train" / "blue_jay").iterdir())
+    (split_folder / "test" / "blue_jay" / "dup.png").write_bytes(src.read_bytes())
+    code, out, _ = run(capsys, "check", split_folder)
+    assert code == 1 and "duplicate-across-splits" in out
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    probe = ("import sys, contextlib, io\nfrom finegrain.cli.main import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    try: main(['fit', '--help'])\n    except SystemExit: pass\n"
+             "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
