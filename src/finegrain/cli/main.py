@@ -20,7 +20,16 @@ EPILOG = {
 }
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def lazy(module: str, func: str = "run") -> Callable[[argparse.Namespace], int]:
+    """A command implemented in another module, imported only when that command runs (keeps --help instant)."""
+    def call(args: argparse.Namespace) -> int:
+        import importlib
+        return getattr(importlib.import_module(module), func)(args)
+    return call
+
+
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """Options every command that reads images shares."""
     g = p.add_argument_group("runtime")
     g.add_argument("--cache-dir", type=Path, default=None,
                    help="embedding cache folder (default: $FINEGRAIN_CACHE_DIR or ~/.cache/finegrain)")
@@ -31,7 +40,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes, only warnings and errors")
 
 
-def _embed_kw(args: argparse.Namespace) -> dict:
+def embed_kwargs(args: argparse.Namespace) -> dict:
+    """embed_samples keyword arguments from the shared runtime options."""
     from ..data.images import DEFAULT_MAX_PIXELS
     return {"batch_size": args.batch_size, "workers": args.workers,
             "max_pixels": args.max_image_pixels or DEFAULT_MAX_PIXELS, "progress": not args.quiet}
@@ -51,7 +61,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.k is not None:
         head_params["k"] = args.k
     clf = fit(args.data, backbone=args.backbone, head=args.head, head_params=head_params, val_split=args.val_split,
-              seed=args.seed, cache_dir=args.cache_dir, max_error_rate=args.max_error_rate, **_embed_kw(args))
+              seed=args.seed, cache_dir=args.cache_dir, max_error_rate=args.max_error_rate, **embed_kwargs(args))
     clf.save(args.output)
     t = clf.info["training"]
     _info(args, f"fitted {args.head} head on {t['n_train']} images of {len(clf.classes)} classes "
@@ -67,7 +77,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..pipeline import Classifier
 
     clf = Classifier.load(args.model)
-    report = evaluate(clf, args.data, split=args.split, top_k=args.top_k, cache_dir=args.cache_dir, **_embed_kw(args))
+    report = evaluate(clf, args.data, split=args.split, top_k=args.top_k, cache_dir=args.cache_dir, **embed_kwargs(args))
     out = args.output or Path(args.model) / "eval" / f"{report['split'] or 'all'}.json"
     write_json(out, report)
     if args.format == "json":
@@ -86,7 +96,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     clf = Classifier.load(args.model)
     with EmbeddingCache(args.cache_dir) as cache:
-        preds = clf.predict(args.inputs, top_k=args.top_k, cache=cache, **_embed_kw(args))
+        preds = clf.predict(args.inputs, top_k=args.top_k, cache=cache, **embed_kwargs(args))
     k = min(args.top_k, len(clf.classes))
     prov = clf.provenance()
     text = {"table": lambda: predictions_table(preds, k) + "\n", "csv": lambda: predictions_csv(preds, k, prov),
@@ -113,7 +123,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     samples = ds.select(args.split) if args.split else ds.samples
     bb = get_backbone(args.backbone)
     with EmbeddingCache(args.cache_dir) as cache:
-        emb = embed_samples(samples, bb, cache=cache, **_embed_kw(args))
+        emb = embed_samples(samples, bb, cache=cache, **embed_kwargs(args))
     labels = sorted({s.label for s in emb.samples if s.label})
     save_embeddings(emb, args.output, provenance(bb.id, bb.preprocess.to_dict(), labels, data=str(args.data)))
     _info(args, f"embedded {len(emb.samples)} images ({emb.n_cached} from cache, {emb.n_computed} computed, "
@@ -168,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG[name],
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG.get(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=fn)
         return p
@@ -183,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--C", type=float, default=None, help="logistic: fixed inverse regularisation (default: chosen on validation)")
     p.add_argument("-k", type=int, default=None, help="knn: number of neighbours (default 10)")
     p.add_argument("--max-error-rate", type=float, default=0.05, help="fail when more than this fraction of images is unreadable (default 0.05)")
-    _common(p)
+    add_common_options(p)
 
     p = add("eval", cmd_eval, "evaluate a model on labelled data (the test split by default)")
     p.add_argument("model", type=Path, help="model directory from `finegrain fit`")
@@ -192,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table", help="what to print (JSON is always written)")
     p.add_argument("--output", type=Path, default=None, help="JSON results path (default MODEL/eval/SPLIT.json)")
     p.add_argument("--top-k", type=int, default=5, help="k of the top-k accuracy (default 5)")
-    _common(p)
+    add_common_options(p)
 
     p = add("predict", cmd_predict, "predict the top-k classes of images (files, folders or a manifest)")
     p.add_argument("model", type=Path, help="model directory from `finegrain fit`")
@@ -200,14 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
     p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table", help="output format (default table)")
     p.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
-    _common(p)
+    add_common_options(p)
 
     p = add("embed", cmd_embed, "embed images once into a folder every command can reuse")
     p.add_argument("data", help="data as for fit")
     p.add_argument("-o", "--output", required=True, type=Path, help="embeddings folder to write")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone id (default {DEFAULT_BACKBONE})")
     p.add_argument("--split", action="append", default=None, help="only these splits (repeatable; default all)")
-    _common(p)
+    add_common_options(p)
 
     p = add("check", cmd_check, "report dataset problems: tiny/empty classes, duplicates and leaks, label typos")
     p.add_argument("data", help="data as for fit")
