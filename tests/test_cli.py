@@ -76,3 +76,12 @@ def test_help_is_fast_and_does_not_import_torch():
              "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_head_param_reaches_the_head(capsys, split_folder, tmp_path):
+    code, _, _ = run(capsys, "fit", split_folder, "-o", tmp_path / "m", "--backbone", "tiny", "--head", "knn",
+                     "--head-param", "k=3", "--head-param", "temperature=0.1", "-q")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert code == 0 and config["head"]["params"] == {"k": 3, "temperature": 0.1}
+    code, _, err = run(capsys, "fit", split_folder, "-o", tmp_path / "m", "--backbone", "tiny", "--head-param", "x")
+    assert code == 2 and "KEY=VALUE" in err

@@ -85,3 +85,9 @@ def test_knn_neighbours_are_sorted():
 def test_unknown_head_suggests_name():
     with pytest.raises(ConfigError, match="did you mean 'logistic'"):
         HEADS.get("logistc")
+
+
+def test_unknown_head_parameter_lists_accepted_ones():
+    with pytest.raises(ConfigError, match="no parameter kk") as e:
+        make_head("knn", kk=3)
+    assert "k, temperature" in str(e.value)

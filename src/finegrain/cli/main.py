@@ -52,10 +52,29 @@ def _info(args: argparse.Namespace, msg: str) -> None:
         print(msg, file=sys.stderr)
 
 
+def parse_head_params(items: Sequence[str] | None) -> dict:
+    """--head-param KEY=VALUE (repeatable); values are read as JSON when they parse (numbers, true, lists)."""
+    import json
+
+    from ..errors import ConfigError
+
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad --head-param '{item}'", expected="KEY=VALUE, e.g. --head-param k=20",
+                              found=item, fix="write the parameter as KEY=VALUE")
+        try:
+            params[key.strip()] = json.loads(value)
+        except ValueError:
+            params[key.strip()] = value
+    return params
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from ..training import fit
 
-    head_params = {}
+    head_params = parse_head_params(args.head_param)
     if args.C is not None:
         head_params["C"] = args.C
     if args.k is not None:
@@ -192,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--C", type=float, default=None, help="logistic: fixed inverse regularisation (default: chosen on validation)")
     p.add_argument("-k", type=int, default=None, help="knn: number of neighbours (default 10)")
+    p.add_argument("--head-param", action="append", metavar="KEY=VALUE",
+                   help="any head parameter, repeatable (e.g. --head-param shrinkage=0.2)")
     p.add_argument("--max-error-rate", type=float, default=0.05, help="fail when more than this fraction of images is unreadable (default 0.05)")
     add_common_options(p)
 

@@ -1,6 +1,7 @@
 """Heads: scikit-learn-style estimators on embeddings, looked up by name."""
 from __future__ import annotations
 
+from ..errors import ConfigError
 from ..registry import Registry
 from .base import Head
 from .knn import KNNHead
@@ -16,7 +17,17 @@ DEFAULT_HEAD = "logistic"
 
 
 def make_head(name: str = DEFAULT_HEAD, **params) -> Head:
-    return HEADS.get(name)(**params)
+    """Build a head by name; an unknown parameter is a usage error that lists the accepted ones."""
+    import inspect
+
+    cls = HEADS.get(name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ConfigError(f"head '{name}' has no parameter {', '.join(unknown)}",
+                          expected=f"one of: {', '.join(accepted)}", found=", ".join(unknown),
+                          fix="check the spelling of --head-param KEY=VALUE")
+    return cls(**params)
 
 
 def head_from_state(values: dict, arrays: dict) -> Head:
