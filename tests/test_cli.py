@@ -85,3 +85,15 @@ def test_head_param_reaches_the_head(capsys, split_folder, tmp_path):
     assert code == 0 and config["head"]["params"] == {"k": 3, "temperature": 0.1}
     code, _, err = run(capsys, "fit", split_folder, "-o", tmp_path / "m", "--backbone", "tiny", "--head-param", "x")
     assert code == 2 and "KEY=VALUE" in err
+
+
+def test_every_help_page_renders(capsys):
+    from finegrain.cli.main import build_parser
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for argv in [["--help"]] + [[name, "--help"] for name in commands]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0, argv
+    out = capsys.readouterr().out
+    assert "example" in out and "fewshot-eval" in out

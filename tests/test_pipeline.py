@@ -36,7 +36,7 @@ def test_fit_learns_and_never_reads_test_split(split_folder, monkeypatch):
 def test_save_load_predict_same_answers(fitted, split_folder, tmp_path):
     fitted.save(tmp_path / "model")
     files = sorted((tmp_path / "model").iterdir())
-    assert [f.name for f in files] == ["config.json", "head.safetensors"]
+    assert [f.name for f in files] == ["config.json", "head.safetensors", "ood.safetensors"]  # ood: unknown detector
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     for key in ("finegrain_version", "backbone", "preprocess", "class_list_hash", "command_line", "packages"):
         assert key in config["provenance"]

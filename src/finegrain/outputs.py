@@ -19,32 +19,49 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align_right
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
 
 
+def _asked_unknown(preds: Sequence[Prediction]) -> bool:
+    """Unknown detection was asked for: add the answer and score columns (absent otherwise, as before)."""
+    return any(p.unknown is not None for p in preds)
+
+
+def _unknown_cells(p: Prediction, fmt: str = "{:.4f}") -> list[str]:
+    if p.unknown is None:
+        return ["", ""]
+    return [p.label or "", fmt.format(p.known_score)]
+
+
 def predictions_table(preds: Sequence[Prediction], top_k: int) -> str:
-    header = ["path"] + [h for i in range(1, top_k + 1) for h in (f"top{i}", "prob")]
+    extra = _asked_unknown(preds)
+    header = ["path"] + (["answer", "known_score"] if extra else []) + \
+        [h for i in range(1, top_k + 1) for h in (f"top{i}", "prob")]
     rows = []
     for p in preds:
         if p.error:
-            rows.append([p.path, f"ERROR: {p.error}"] + [""] * (2 * top_k - 1))
+            rows.append([p.path, f"ERROR: {p.error}"] + [""] * (2 * top_k - 1 + 2 * extra))
         else:
             cells = [x for lab, pr in zip(p.labels, p.probs) for x in (lab, f"{pr:.3f}")]
-            rows.append([p.path] + cells + [""] * (2 * top_k - len(cells)))
+            rows.append([p.path] + (_unknown_cells(p) if extra else []) + cells + [""] * (2 * top_k - len(cells)))
     return text_table(header, rows)
 
 
 def predictions_csv(preds: Sequence[Prediction], top_k: int, provenance: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "status", "error"] + [h for i in range(1, top_k + 1) for h in (f"label_{i}", f"prob_{i}")]
+    extra = _asked_unknown(preds)
+    w.writerow(["path", "status", "error"] + (["answer", "known_score"] if extra else [])
+               + [h for i in range(1, top_k + 1) for h in (f"label_{i}", f"prob_{i}")]
                + ["model_backbone", "class_list_hash", "finegrain_version"])
     tail = [provenance["backbone"], provenance["class_list_hash"], provenance["finegrain_version"]]
     for p in preds:
         cells = [x for lab, pr in zip(p.labels, p.probs) for x in (lab, pr)]
-        w.writerow([p.path, "error" if p.error else "ok", p.error or ""] + cells + [""] * (2 * top_k - len(cells)) + tail)
+        w.writerow([p.path, "error" if p.error else "ok", p.error or ""]
+                   + (_unknown_cells(p, "{}") if extra else []) + cells + [""] * (2 * top_k - len(cells)) + tail)
     return buf.getvalue()
 
 
 def predictions_jsonl(preds: Sequence[Prediction], provenance: dict[str, Any]) -> str:
-    model = {k: provenance[k] for k in ("backbone", "class_list_hash", "finegrain_version", "head") if k in provenance}
+    model = {k: provenance[k] for k in ("backbone", "class_list_hash", "finegrain_version", "head", "head_mode")
+             if k in provenance}
     return "".join(json.dumps({**p.to_dict(), "model": model}, ensure_ascii=False) + "\n" for p in preds)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -16,12 +16,18 @@ from .data.samples import Sample
 from .embed import Embeddings, embed_samples
 from .errors import ConfigError, DataError
 from .heads import Head, head_from_state
+from .heads.base import softmax
 from .provenance import class_list_hash, provenance
 from .store import EmbeddingCache
+
+if TYPE_CHECKING:
+    from .openworld.detector import OODDetector
 
 MODEL_FORMAT = "finegrain-model/1"
 CONFIG_FILE = "config.json"
 HEAD_FILE = "head.safetensors"
+OOD_FILE = "ood.safetensors"
+UNKNOWN = "unknown"
 
 
 @dataclass
@@ -32,9 +38,13 @@ class Prediction:
     labels: list[str] = field(default_factory=list)
     probs: list[float] = field(default_factory=list)
     error: str | None = None
+    unknown: bool | None = None  # None: no unknown detection asked for
+    known_score: float | None = None  # OOD detector score: higher = more like the training classes
 
     @property
     def label(self) -> str | None:
+        if self.unknown:
+            return UNKNOWN
         return self.labels[0] if self.labels else None
 
     @property
@@ -44,23 +54,27 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "label": self.label, "confidence": self.confidence,
                 "top_k": [{"label": lab, "prob": p} for lab, p in zip(self.labels, self.probs)],
-                "status": "error" if self.error else "ok", "error": self.error}
+                "status": "error" if self.error else "ok", "error": self.error,
+                **({"unknown": self.unknown, "known_score": self.known_score} if self.unknown is not None else {})}
 
 
 class Classifier:
     """A trained head tied to the backbone and preprocessing that produced its embeddings."""
 
     def __init__(self, head: Head, backbone_id: str, preprocess: dict, cache_key: str,
-                 info: dict[str, Any] | None = None) -> None:
+                 info: dict[str, Any] | None = None, temperature: float = 1.0,
+                 detector: "OODDetector | None" = None) -> None:
         self.head, self.backbone_id, self.preprocess, self.cache_key = head, backbone_id, preprocess, cache_key
         self.info = info or {}
+        self.temperature, self.detector = temperature, detector  # from calibration on held-out images
 
     @property
     def classes(self) -> list[str]:
         return [str(c) for c in self.head.classes_]
 
     def provenance(self, **extra: Any) -> dict[str, Any]:
-        return provenance(self.backbone_id, self.preprocess, self.classes, head=self.head.name, **extra)
+        mode = {"head_mode": self.head.mode} if hasattr(self.head, "with_mode") else {}  # rbi: which inference mode
+        return provenance(self.backbone_id, self.preprocess, self.classes, head=self.head.name, **mode, **extra)
 
     # --- embeddings ------------------------------------------------------------------------------------
     def embed(self, samples: Sequence[Sample], *, cache: EmbeddingCache | None = None, batch_size: int = 32,
@@ -84,28 +98,48 @@ class Classifier:
 
     def predict_proba_embeddings(self, emb: Embeddings) -> np.ndarray:
         self.check_embeddings(emb)
-        return self.head.predict_proba(emb.X)
+        if self.temperature == 1.0:
+            return self.head.predict_proba(emb.X)
+        return softmax(self.head.decision_function(emb.X) / self.temperature)
+
+    def unknown_flags(self, emb: Embeddings, unknown: str | float) -> tuple[np.ndarray, np.ndarray]:
+        """(unknown?, score) per embedding; `unknown` is "auto" (the threshold saved at fit) or a number."""
+        if self.detector is None:
+            raise ConfigError("this model has no OOD detector, so it cannot answer 'unknown'",
+                              expected="a model fitted with calibration (the default)", found="none saved",
+                              fix="refit it with `finegrain fit` (without --no-calibrate)")
+        threshold = None if unknown == "auto" else float(unknown)
+        return self.detector.predict_unknown(emb.X, self.head.decision_function(emb.X), threshold)
 
     def predict(self, inputs: Sequence[str | Path] | str | Path, *, top_k: int = 5,
-                cache: EmbeddingCache | None = None, progress: bool = False, **embed_kw: Any) -> list[Prediction]:
-        """Top-k predictions for image files and folders; unreadable files come back as rows with an error."""
+                cache: EmbeddingCache | None = None, progress: bool = False, unknown: str | float | None = None,
+                **embed_kw: Any) -> list[Prediction]:
+        """Top-k predictions for image files and folders; unreadable files come back as rows with an error.
+
+        With `unknown` ("auto" or a threshold), images the OOD detector scores below it are answered 'unknown'."""
         from .data.sources import collect_inputs
 
         samples = collect_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
         emb = self.embed(samples, cache=cache, progress=progress, **embed_kw)
-        return self.predictions_from_embeddings(samples, emb, top_k=top_k)
+        return self.predictions_from_embeddings(samples, emb, top_k=top_k, unknown=unknown)
 
-    def predictions_from_embeddings(self, samples: Sequence[Sample], emb: Embeddings, top_k: int = 5) -> list[Prediction]:
+    def predictions_from_embeddings(self, samples: Sequence[Sample], emb: Embeddings, top_k: int = 5,
+                                    unknown: str | float | None = None) -> list[Prediction]:
         if top_k < 1:
             raise ConfigError("--top-k must be at least 1", expected="an integer ≥ 1", found=str(top_k),
                               fix="use e.g. --top-k 5")
         probs = self.predict_proba_embeddings(emb) if len(emb.X) else np.zeros((0, len(self.classes)))
+        flags, scores = [None] * len(probs), [None] * len(probs)
+        if unknown is not None and len(emb.X):
+            flags, scores = self.unknown_flags(emb, unknown)
         k = min(top_k, len(self.classes))
         by_path = {}
-        for s, p in zip(emb.samples, probs):
+        for s, p, flag, score in zip(emb.samples, probs, flags, scores):
             order = np.argsort(-p, kind="stable")[:k]
             by_path[str(s.path)] = Prediction(str(s.path), [self.classes[i] for i in order],
-                                              [round(float(p[i]), 6) for i in order])
+                                              [round(float(p[i]), 6) for i in order],
+                                              unknown=None if flag is None else bool(flag),
+                                              known_score=None if score is None else round(float(score), 6))
         for e in emb.errors:
             by_path[e.path] = Prediction(e.path, error=e.reason)
         return [by_path[str(s.path)] for s in samples]
@@ -122,7 +156,11 @@ class Classifier:
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / HEAD_FILE))
         config = {"format": MODEL_FORMAT, "backbone": self.backbone_id, "preprocess": self.preprocess,
                   "cache_key": self.cache_key, "classes": self.classes, "class_list_hash": class_list_hash(self.classes),
-                  "head": values, **self.info}
+                  "head": values, **self.info, "temperature": self.temperature}
+        if self.detector is not None:
+            ood_values, ood_arrays = self.detector.to_state()
+            save_file({k: np.ascontiguousarray(v) for k, v in ood_arrays.items()}, str(tmp / OOD_FILE))
+            config["ood"] = ood_values
         (tmp / CONFIG_FILE).write_text(to_json(config) + "\n", encoding="utf-8")
         replace_dir_atomic(tmp, target)
         return target
@@ -142,6 +180,11 @@ class Classifier:
             raise DataError(f"{d} holds a model in an unknown format", expected=MODEL_FORMAT,
                             found=str(config.get("format")), fix="retrain the model with this finegrain version")
         head = head_from_state(config["head"], load_file(str(d / HEAD_FILE)))
-        info = {k: v for k, v in config.items()
-                if k not in {"format", "backbone", "preprocess", "cache_key", "classes", "class_list_hash", "head"}}
-        return cls(head, config["backbone"], config["preprocess"], config["cache_key"], info)
+        detector = None
+        if "ood" in config:
+            from .openworld.detector import OODDetector
+            detector = OODDetector.from_state(config["ood"], load_file(str(d / OOD_FILE)))
+        info = {k: v for k, v in config.items() if k not in {"format", "backbone", "preprocess", "cache_key",
+                                                             "classes", "class_list_hash", "head", "temperature", "ood"}}
+        return cls(head, config["backbone"], config["preprocess"], config["cache_key"], info,
+                   temperature=float(config.get("temperature", 1.0)), detector=detector)

@@ -15,6 +15,7 @@ from .data.samples import Sample
 from .data.sources import DataSet, load_data
 from .embed import Embeddings, embed_samples, is_embeddings_dir, load_embeddings
 from .errors import DataError
+from .fewshot.episodes import select_shots
 from .heads import DEFAULT_HEAD, make_head
 from .pipeline import Classifier
 from .store import EmbeddingCache
@@ -56,11 +57,17 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
         head_params: dict[str, Any] | None = None, val_split: float = 0.2, seed: int = 0,
         cache_dir: str | Path | None = None, batch_size: int = 32, workers: int = 2,
         max_pixels: int | None = DEFAULT_MAX_PIXELS, max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
-        progress: bool = False) -> Classifier:
-    """Fit a classifier on DATA's training images (or on a `finegrain embed` folder of them)."""
+        progress: bool = False, calibrate: bool = True, ood_method: str = "msp",
+        unknown_tpr: float = 0.95, shots: int | None = None) -> Classifier:
+    """Fit a classifier on DATA's training images (or on a `finegrain embed` folder of them).
+
+    With `calibrate`, a temperature and an OOD detector (score `ood_method`, threshold keeping `unknown_tpr` of
+    held-out known images) are fitted on the val split, or on a held-out `val_split` fraction, and saved with it.
+    With `shots`, at most that many labelled training images per class are used (seeded, chosen before any
+    image is read; the val split is then ignored, since its labels would be extra shots)."""
     t0 = time.perf_counter()
     params = dict(head_params or {})
-    if head == "logistic":
+    if head in ("logistic", "rbi"):
         params.setdefault("val_fraction", val_split)
         params.setdefault("seed", seed)
     clf_head = make_head(head, **params)
@@ -73,11 +80,17 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
         has_splits = any(s.split for s in all_emb.samples)
         train_emb = all_emb.subset([s.split == "train" or not has_splits for s in all_emb.samples])
         val_emb = all_emb.subset([s.split == "val" for s in all_emb.samples])
+        if shots is not None:
+            chosen = set(select_shots(train_emb.samples, shots, seed))
+            train_emb = train_emb.subset([s in chosen for s in train_emb.samples])
+            val_emb = val_emb.subset([False] * len(val_emb.samples))
         findings, data_kind, empty, cache_key, preprocess = [], "embeddings", [], all_emb.cache_key, all_emb.preprocess
         n_inputs = len(train_emb.samples) + len(val_emb.samples)
     else:
         ds = data if isinstance(data, DataSet) else load_data(data)
         train, val = training_samples(ds)
+        if shots is not None:
+            train, val = select_shots(train, shots, seed), []
         bb = get_backbone(backbone)
         cache = EmbeddingCache(cache_dir)
         emb = embed_samples(train + val, bb, cache=cache, batch_size=batch_size, workers=workers,
@@ -122,4 +135,24 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
     clf = Classifier(clf_head, all_emb.backbone_id, preprocess, cache_key)
     clf.info = {"provenance": clf.provenance(), "training": training,
                 "train_sha256": sorted(set(train_emb.shas) | set(val_emb.shas))}
+    if clf_head.name == "prototype":
+        from .fewshot.transductive import params_for_training_set
+
+        clf.info["transductive"] = params_for_training_set(train_emb.X, y_train, seed=seed).to_dict()
+    if shots is not None:
+        training["shots"] = shots
+        if calibrate:
+            log.info("--shots: no calibration or unknown detector (holding out any of the K images would cost accuracy)")
+    if calibrate and shots is None:
+        from .openworld.fitting import calibrate_and_detect
+
+        calibrated = calibrate_and_detect(clf_head, train_emb.X, y_train, val_emb.X if y_val is not None else None,
+                                          y_val, val_split=val_split, seed=seed, ood_method=ood_method,
+                                          target_tpr=unknown_tpr)
+        if calibrated is None:
+            log.warning("too few images to hold out for calibration: confidences stay uncalibrated and "
+                        "`predict --unknown auto` is unavailable (add images or a val split)")
+        else:
+            clf.temperature, clf.info["calibration"], clf.detector = calibrated
+        training["seconds"] = round(time.perf_counter() - t0, 2)
     return clf

@@ -40,7 +40,11 @@ class TorchBackbone(Backbone):
 
     def to_input(self, batch: np.ndarray) -> torch.Tensor:
         """(N, H, W, 3) uint8 → normalised (N, 3, H, W) float32 tensor."""
-        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()
+        return self.normalise(torch.from_numpy(np.ascontiguousarray(batch)))
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) tensor → normalised float (N, 3, H, W); traceable, so exports carry it."""
+        x = images.permute(0, 3, 1, 2).float()
         return (x - self._mean) / self._std
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:

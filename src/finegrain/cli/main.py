@@ -10,13 +10,25 @@ from typing import Callable, Sequence
 from .._version import __version__
 
 EPILOG = {
-    "fit": "example:\n  finegrain fit data/birds -o models/birds --head logistic --seed 0",
+    "fit": "examples:\n  finegrain fit data/birds -o models/birds --head logistic --seed 0\n"
+           "  finegrain fit data/birds -o models/birds-5shot --shots 5 --seed 0",
     "eval": "example:\n  finegrain eval models/birds data/birds --split test --format table",
-    "predict": "example:\n  finegrain predict models/birds photos/ --top-k 5 --format csv > predictions.csv",
+    "predict": "examples:\n  finegrain predict models/birds photos/ --top-k 5 --format csv > predictions.csv\n"
+               "  finegrain predict models/birds-5shot field_trip/ --transductive",
     "embed": "example:\n  finegrain embed data/birds -o embeddings/birds --backbone efficientnet_lite0",
     "check": "example:\n  finegrain check data/birds",
     "backbones": "example:\n  finegrain backbones",
+    "zeroshot": "examples:\n  finegrain zeroshot --classes birds.txt --descriptions birds.csv -o models/zs\n"
+                "  finegrain zeroshot --vocabulary names.txt --alignment models/aligned -o models/open",
+    "align": "example:\n  finegrain align data/birds --descriptions birds.csv --classes new_birds.txt -o models/aligned",
+    "describe": "example:\n  finegrain describe models/aligned photo.jpg --top 3",
     "demo": "example:\n  finegrain demo -o demo-output",
+    "discover": "example:\n  finegrain discover models/birds photos/unsorted -o discovered/",
+    "explain": "examples:\n  finegrain explain models/birds photo.jpg -o explanations/\n"
+               "  finegrain explain models/birds photo.jpg -o why/ --class Hooded_Oriole --versus Orchard_Oriole",
+    "report": "example:\n  finegrain report models/birds data/birds -o report.html",
+    "fewshot-eval": "examples:\n  finegrain fewshot-eval data/birds --ways 5 --shots 1 --queries 15 --episodes 600 --seed 0\n"
+                    "  finegrain fewshot-eval embeddings/birds --ways 5 --shots 1 --imbalanced --format json",
 }
 
 
@@ -35,6 +47,9 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
                    help="embedding cache folder (default: $FINEGRAIN_CACHE_DIR or ~/.cache/finegrain)")
     g.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
     g.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    g.add_argument("--runtime", choices=["auto", "onnx", "torch"], default=None,
+                   help="what runs the backbone: onnx (ONNX Runtime, ~8x faster), torch (eager PyTorch, the "
+                        "reference) or auto (onnx when installed; the default, or $FINEGRAIN_RUNTIME)")
     g.add_argument("--max-image-pixels", type=int, default=None,
                    help="refuse images with more pixels than this (decompression-bomb guard; default 89,478,485)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes, only warnings and errors")
@@ -71,6 +86,24 @@ def parse_head_params(items: Sequence[str] | None) -> dict:
     return params
 
 
+def with_head_mode(clf, mode: str | None):
+    """--head-mode: score with another inference mode of a head that has several (rbi: single/bank/transductive)."""
+    from ..errors import ConfigError
+
+    if mode is None:
+        return clf
+    if not hasattr(clf.head, "with_mode"):
+        raise ConfigError(f"the {clf.head.name} head has a single inference mode", expected="a model fitted with --head rbi",
+                          found=f"--head-mode {mode}", fix="drop --head-mode")
+    clf.head = clf.head.with_mode(mode)
+    return clf
+
+
+def unknown_option(value: str) -> str | float:
+    """--unknown: 'auto' or a number (argparse turns a ValueError into a usage error)."""
+    return "auto" if value == "auto" else float(value)
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from ..training import fit
 
@@ -79,9 +112,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
         head_params["C"] = args.C
     if args.k is not None:
         head_params["k"] = args.k
+    args.head = args.head or ("prototype" if args.shots is not None else "logistic")
     clf = fit(args.data, backbone=args.backbone, head=args.head, head_params=head_params, val_split=args.val_split,
-              seed=args.seed, cache_dir=args.cache_dir, max_error_rate=args.max_error_rate, **embed_kwargs(args))
+              seed=args.seed, cache_dir=args.cache_dir, max_error_rate=args.max_error_rate,
+              calibrate=args.calibrate, ood_method=args.ood_score, unknown_tpr=args.unknown_tpr, shots=args.shots,
+              **embed_kwargs(args))
     clf.save(args.output)
+    if "calibration" in clf.info:
+        from ..openworld.plots import save_reliability_diagram
+        cal = clf.info["calibration"]
+        save_reliability_diagram(cal, [Path(args.output) / "reliability.png", Path(args.output) / "reliability.svg"],
+                                 title=f"held-out calibration ({cal['held_out']}, {cal['n']} images)")
+        _info(args, f"calibrated on {cal['n']} held-out images: T={cal['temperature']:.3f}, ECE "
+                    f"{cal['before']['ece']:.3f} → {cal['after']['ece']:.3f} (reliability.png/svg)")
     t = clf.info["training"]
     _info(args, f"fitted {args.head} head on {t['n_train']} images of {len(clf.classes)} classes "
                 f"({t['n_val']} validation, {t['n_unreadable']} unreadable) in {t['seconds']:.1f}s "
@@ -95,7 +138,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..outputs import eval_table
     from ..pipeline import Classifier
 
-    clf = Classifier.load(args.model)
+    clf = with_head_mode(Classifier.load(args.model), args.head_mode)
     report = evaluate(clf, args.data, split=args.split, top_k=args.top_k, cache_dir=args.cache_dir, **embed_kwargs(args))
     out = args.output or Path(args.model) / "eval" / f"{report['split'] or 'all'}.json"
     write_json(out, report)
@@ -113,9 +156,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..pipeline import Classifier
     from ..store import EmbeddingCache
 
-    clf = Classifier.load(args.model)
+    clf = with_head_mode(Classifier.load(args.model), args.head_mode)
+    if args.transductive:
+        from ..fewshot.transductive import with_transductive
+        clf = with_transductive(clf)
     with EmbeddingCache(args.cache_dir) as cache:
-        preds = clf.predict(args.inputs, top_k=args.top_k, cache=cache, **embed_kwargs(args))
+        preds = clf.predict(args.inputs, top_k=args.top_k, cache=cache, unknown=args.unknown, **embed_kwargs(args))
     k = min(args.top_k, len(clf.classes))
     prov = clf.provenance()
     text = {"table": lambda: predictions_table(preds, k) + "\n", "csv": lambda: predictions_csv(preds, k, prov),
@@ -206,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="folder, manifest (.csv/.parquet), CUB-style folder, or a `finegrain embed` folder")
     p.add_argument("-o", "--output", required=True, type=Path, help="model directory to write")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone id (default {DEFAULT_BACKBONE}; see `finegrain backbones`)")
-    p.add_argument("--head", default="logistic", help="classifier head: logistic (default), prototype (alias ncm), knn")
+    p.add_argument("--head", default=None, help="classifier head: logistic (default), prototype (alias ncm; default with --shots), knn")
+    p.add_argument("--shots", type=int, default=None, metavar="K",
+                   help="few-shot: use at most K labelled training images per class, drawn with --seed (only those are read)")
     p.add_argument("--val-split", type=float, default=0.2, help="fraction of train held out to choose hyper-parameters when DATA has no val split (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--C", type=float, default=None, help="logistic: fixed inverse regularisation (default: chosen on validation)")
@@ -214,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-param", action="append", metavar="KEY=VALUE",
                    help="any head parameter, repeatable (e.g. --head-param shrinkage=0.2)")
     p.add_argument("--max-error-rate", type=float, default=0.05, help="fail when more than this fraction of images is unreadable (default 0.05)")
+    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit a temperature and the 'unknown' detector on held-out images (default on)")
+    p.add_argument("--ood-score", default="msp", choices=["msp", "maxlogit", "energy", "mahalanobis", "knn"],
+                   help="score behind `predict --unknown` (default msp: max softmax of the calibrated head)")
+    p.add_argument("--unknown-tpr", type=float, default=0.95,
+                   help="`--unknown auto` keeps this fraction of held-out known images (default 0.95)")
     add_common_options(p)
 
     p = add("eval", cmd_eval, "evaluate a model on labelled data (the test split by default)")
@@ -223,12 +277,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table", help="what to print (JSON is always written)")
     p.add_argument("--output", type=Path, default=None, help="JSON results path (default MODEL/eval/SPLIT.json)")
     p.add_argument("--top-k", type=int, default=5, help="k of the top-k accuracy (default 5)")
+    p.add_argument("--head-mode", default=None, help="rbi models: single, bank or transductive (default: the mode saved at fit)")
     add_common_options(p)
 
     p = add("predict", cmd_predict, "predict the top-k classes of images (files, folders or a manifest)")
     p.add_argument("model", type=Path, help="model directory from `finegrain fit`")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
     p.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
+    p.add_argument("--head-mode", default=None, help="rbi models: single, bank or transductive (default: the mode saved at fit)")
+    p.add_argument("--transductive", action="store_true",
+                   help="prototype models: classify all INPUTS together as one unlabelled set (EM with a learned "
+                        "class-balance term); answers then depend on which images are passed together, not on their order")
+    p.add_argument("--unknown", type=unknown_option, default=None, metavar="auto|THRESHOLD",
+                   help="answer 'unknown' when the OOD score is below THRESHOLD; auto: the threshold saved at fit")
     p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table", help="output format (default table)")
     p.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
     add_common_options(p)
@@ -251,6 +312,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone id (default {DEFAULT_BACKBONE})")
     p.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    from . import explain as explain_cli, report as report_cli  # argument definitions only: light imports
+    explain_cli.add_arguments(add("explain", lazy("finegrain.cli.explain"),
+                                  "Grad-CAM heatmaps, a 'why A rather than B' map and nearest training images"))
+    report_cli.add_arguments(add("report", lazy("finegrain.cli.report"),
+                                 "one self-contained HTML report: metrics, plots, worst mistakes explained, data health"))
+    from . import fewshot as fewshot_cli  # argument definitions only: light imports
+    p = add("fewshot-eval", lazy("finegrain.cli.fewshot"),
+            "N-way K-shot episodic accuracy ± 95%% CI: inductive prototypes/logistic vs transductive EM (UNEM)")
+    fewshot_cli.add_arguments(p)
+    add_common_options(p)
+    from . import discover as discover_cli  # argument definitions only: light imports
+    p = add("discover", lazy("finegrain.cli.discover"),
+            "cluster unlabelled images into known and NEW classes, estimating how many new ones (GCD)")
+    discover_cli.add_arguments(p)
+    add_common_options(p)
+    from . import zeroshot as zeroshot_cli  # argument definitions only: light imports
+    zeroshot_cli.add_zeroshot_arguments(add("zeroshot", lazy("finegrain.cli.zeroshot"),
+                                            "a classifier from class names and descriptions, without labelled images"))
+    zeroshot_cli.add_align_arguments(add("align", lazy("finegrain.cli.zeroshot", "run_align"),
+                                         "learn image→text alignment on labelled classes, recognise described new ones"))
+    zeroshot_cli.add_describe_arguments(add("describe", lazy("finegrain.cli.zeroshot", "run_describe"),
+                                            "predict with a zero-shot model and show the descriptors behind each answer"))
     return parser
 
 
@@ -264,6 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_command_line(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="finegrain: %(message)s", stream=sys.stderr, force=True)
+    if getattr(args, "runtime", None):  # process-wide, so every library call a command makes follows it
+        from ..backbones.onnx_runtime import set_default_runtime
+        set_default_runtime(args.runtime)
     try:
         return args.func(args)
     except FinegrainError as exc:

@@ -7,12 +7,16 @@ from .base import Head
 from .knn import KNNHead
 from .logistic import LogisticHead
 from .prototype import PrototypeHead
+from ..zeroshot.head import ZeroShotHead  # noqa: E402  (zero-shot models load like any other)
+from .rbi import RBIHead
 
 HEADS: Registry[type[Head]] = Registry("head")
 HEADS.register("logistic")(LogisticHead)
 HEADS.register("prototype")(PrototypeHead)
 HEADS.register("ncm")(PrototypeHead)
 HEADS.register("knn")(KNNHead)
+HEADS.register("zeroshot")(ZeroShotHead)
+HEADS.register("rbi")(RBIHead)
 DEFAULT_HEAD = "logistic"
 
 

@@ -44,7 +44,9 @@ class PrototypeHead(Head):
             X, yi = np.concatenate([X, X_val]), np.concatenate([yi, yv])
         self.centre_ = X.mean(axis=0) if self.centre else np.zeros(X.shape[1], dtype=np.float32)
         Z = self._transform(X)
-        means = np.stack([Z[yi == c].mean(axis=0) for c in range(len(self.classes_))])
+        self.class_counts_ = np.bincount(yi, minlength=len(self.classes_)).astype(np.float32)
+        self.class_sums_ = np.stack([Z[yi == c].sum(axis=0) for c in range(len(self.classes_))]).astype(np.float32)
+        means = self.class_sums_ / self.class_counts_[:, None]  # support statistics kept for transductive EM
         means = (1 - self.shrinkage) * means + self.shrinkage * Z.mean(axis=0)
         self.prototypes_ = l2_normalise(means).astype(np.float32)
         self.temperature_ = fit_temperature(Z @ self.prototypes_.T, yi)
@@ -55,8 +57,10 @@ class PrototypeHead(Head):
         return self.temperature_ * (self._transform(X) @ self.prototypes_.T)
 
     def _state(self):
-        return {"temperature_": self.temperature_}, {"prototypes": self.prototypes_, "centre": self.centre_}
+        return {"temperature_": self.temperature_}, {"prototypes": self.prototypes_, "centre": self.centre_,
+                                                     "class_sums": self.class_sums_, "class_counts": self.class_counts_}
 
     def _load_state(self, values, arrays):
         self.temperature_ = float(values["temperature_"])
         self.prototypes_, self.centre_ = arrays["prototypes"], arrays["centre"]
+        self.class_sums_, self.class_counts_ = arrays.get("class_sums"), arrays.get("class_counts")

@@ -1,0 +1,2 @@
+"""Few-shot learning on embeddings: episodes, inductive and transductive (unrolled EM) methods, evaluation."""
+from __future__ import annotations

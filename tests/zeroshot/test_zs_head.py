@@ -1,0 +1,135 @@
+"""The zero-shot head and the alignment: persistence, restriction, explanations, and no unseen-class leakage."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finegrain.data.samples import Sample
+from finegrain.embed import Embeddings
+from finegrain.errors import ConfigError
+from finegrain.pipeline import Classifier
+from finegrain.zeroshot import head as head_module
+from finegrain.zeroshot.alignment import AlignmentParams, RefineParams
+from finegrain.zeroshot.build import train_alignment
+from finegrain.zeroshot.encoders import get_text_encoder
+from finegrain.zeroshot.texts import ClassDescriptions, Descriptor
+
+SEEN = ["blue_jay", "green_warbler", "red_finch"]
+UNSEEN = ["black_tit", "white_tern"]
+TRAIT = {"blue_jay": "blue", "green_warbler": "green", "red_finch": "red", "black_tit": "black", "white_tern": "white"}
+
+
+def descriptions(unseen_words=("black", "white")) -> ClassDescriptions:
+    out = {c.replace("_", " "): [Descriptor(f"{TRAIT[c]} feathers", 0.9), Descriptor(f"{TRAIT[c]} wings", 0.6)]
+           for c in SEEN}
+    for c, w in zip(UNSEEN, unseen_words):
+        out[c.replace("_", " ")] = [Descriptor(f"{w} feathers"), Descriptor(f"{w} tail", 0.5)]
+    return ClassDescriptions(out)
+
+
+def embeddings(classes, n=6, dim=16, seed=0, split="train") -> Embeddings:
+    """Synthetic image embeddings: one cluster per class."""
+    rng = np.random.default_rng(seed)
+    centres = {c: np.random.default_rng(sum(map(ord, c))).normal(size=dim) for c in classes}
+    X, samples = [], []
+    for c in classes:
+        for i in range(n):
+            X.append(centres[c] + 0.3 * rng.normal(size=dim))
+            samples.append(Sample(Path(f"/img/{split}/{c}/{i}.png"), c, split, None))
+    X = np.asarray(X, dtype=np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return Embeddings(X, samples, [f"{split}-{s.label}-{i}" for i, s in enumerate(samples)], "tiny", "key", {})
+
+
+def test_alignment_sees_only_seen_images_and_seen_texts(monkeypatch, tiny_text_encoder):
+    seen_emb = embeddings(SEEN)
+    calls = []
+    real = head_module.fit_projection
+
+    def spy(X, y, class_emb, params):
+        calls.append((np.array(X), np.array(y), np.array(class_emb)))
+        return real(X, y, class_emb, params)
+
+    monkeypatch.setattr(head_module, "fit_projection", spy)
+    clf = train_alignment(seen_emb, descriptions(), classes=UNSEEN, text_encoder=tiny_text_encoder)
+    (X, y, class_emb), = calls
+    np.testing.assert_array_equal(X, seen_emb.X)  # exactly the seen images, nothing else
+    assert sorted(set(y.tolist())) == [0, 1, 2] and class_emb.shape[0] == len(SEEN)
+    # the class vectors it trained against are those of the seen classes' texts alone
+    only_seen = ClassDescriptions({k: v for k, v in descriptions().by_class.items() if k.replace(" ", "_") in SEEN})
+    ref = train_alignment(seen_emb, only_seen, classes=SEEN, text_encoder=tiny_text_encoder)
+    np.testing.assert_allclose(class_emb, ref.head.class_emb_, rtol=1e-5)
+    assert clf.info["zeroshot"]["alignment"]["trained_on_classes"] == SEEN
+    assert clf.classes == UNSEEN
+    assert set(clf.info["train_sha256"]) == set(seen_emb.shas)
+
+
+def test_unseen_descriptions_do_not_change_the_learned_projection(tiny_text_encoder):
+    seen_emb = embeddings(SEEN)
+    a = train_alignment(seen_emb, descriptions(("black", "white")), classes=UNSEEN, text_encoder=tiny_text_encoder)
+    b = train_alignment(seen_emb, descriptions(("yellow", "large")), classes=UNSEEN, text_encoder=tiny_text_encoder)
+    np.testing.assert_array_equal(a.head.projection_, b.head.projection_)
+    assert not np.allclose(a.head.class_emb_, b.head.class_emb_)  # the unseen classes' texts did change
+
+
+def test_seen_descriptions_do_change_the_projection(tiny_text_encoder):
+    """The counterpart of the leakage test: it would notice if texts did not reach training at all."""
+    seen_emb = embeddings(SEEN)
+    a = train_alignment(seen_emb, descriptions(), classes=UNSEEN, text_encoder=tiny_text_encoder)
+    other = descriptions()
+    other.by_class["red finch"] = [Descriptor("small yellow bill")]
+    b = train_alignment(seen_emb, other, classes=UNSEEN, text_encoder=tiny_text_encoder)
+    assert not np.allclose(a.head.projection_, b.head.projection_)
+
+
+def test_saved_model_predicts_the_same_and_restricts(tmp_path, tiny_text_encoder):
+    seen_emb, test_emb = embeddings(SEEN), embeddings(SEEN, seed=1, split="test")
+    clf = train_alignment(seen_emb, descriptions(), classes=SEEN + UNSEEN, text_encoder=tiny_text_encoder,
+                          params=AlignmentParams(gamma=1.0, lam=1e-3))
+    assert clf.classes == sorted(SEEN + UNSEEN) and clf.head.name == "zeroshot"
+    loaded = Classifier.load(clf.save(tmp_path / "m"))
+    np.testing.assert_allclose(loaded.head.predict_proba(test_emb.X), clf.head.predict_proba(test_emb.X), rtol=1e-5)
+    assert (loaded.head.predict(test_emb.X) == np.asarray(test_emb.labels, dtype=object)).mean() > 0.9
+    sub = loaded.head.restrict(["red_finch", "blue_jay"])
+    np.testing.assert_allclose(sub.decision_function(test_emb.X),
+                               loaded.head.decision_function(test_emb.X)[:, [1, 3]], rtol=1e-5)  # blue_jay, red_finch
+    why = loaded.head.explain(test_emb.X[:1], k=2)[0]
+    assert why["label"] == "blue_jay" and len(why["evidence"]) == 2
+    assert {e["text"] for e in why["evidence"]} <= {"blue feathers", "blue wings"}
+
+
+def test_label_free_adaptation_and_prompt_weights_are_recorded(tiny_text_encoder):
+    seen_emb, unl = embeddings(SEEN), embeddings(SEEN, seed=2, split="test")
+    base = train_alignment(seen_emb, descriptions(), classes=SEEN, text_encoder=tiny_text_encoder)
+    adapted = train_alignment(seen_emb, descriptions(), classes=SEEN, text_encoder=tiny_text_encoder,
+                              templates=["a photo of a {}.", "a {} bird", "the {}"], unlabelled=unl.X,
+                              refine=RefineParams(temperature=20.0, step=0.5, rounds=3))
+    z = adapted.info["zeroshot"]
+    assert z["n_unlabelled"] == len(unl.X) and len(z["template_weights"]) == 3
+    assert sum(z["template_weights"]) == pytest.approx(1.0)
+    assert not np.allclose(adapted.head.class_emb_, base.head.class_emb_)
+    np.testing.assert_allclose(np.linalg.norm(adapted.head.class_emb_, axis=1), 1.0, rtol=1e-4)
+
+
+def test_text_embeddings_are_cached(tmp_path, tiny_text_encoder):
+    from finegrain.store import EmbeddingCache
+
+    enc = get_text_encoder(tiny_text_encoder)
+    with EmbeddingCache(tmp_path / "c") as cache:
+        first = enc.encode(["red wings", "blue tail", "red wings"], cache=cache)
+        assert cache.count(enc.cache_key) == 2
+        enc._encode = lambda texts: (_ for _ in ()).throw(AssertionError(f"re-encoded {texts}"))
+        try:
+            np.testing.assert_array_equal(enc.encode(["blue tail", "red wings"], cache=cache), first[[1, 0]])
+        finally:
+            del enc._encode
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
+
+
+def test_zero_shot_head_cannot_fit_without_texts():
+    from finegrain.heads import make_head
+
+    with pytest.raises(ConfigError, match="class texts"):
+        make_head("zeroshot").fit(np.zeros((4, 3)), np.array(["a", "a", "b", "b"]))
