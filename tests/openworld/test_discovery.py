@@ -47,6 +47,12 @@ def test_finds_new_classes_and_their_number(init_new):
     assert all(gmm.component_class_[k] is None for k in gmm.labels_[6 * 15:])
 
 
+def test_unlabelled_images_of_one_known_class_only():
+    X_l, y_l, X_u, y_u = world()
+    gmm = SemiSupervisedGMM(n_dims=16).fit(X_l, y_l, X_u[y_u == 2])
+    assert gmm.n_components_ == 6 and {gmm.component_class_[k] for k in gmm.labels_} == {"k2"}
+
+
 def test_rejects_mismatched_inputs():
     X_l, y_l, X_u, _ = world()
     with pytest.raises(DataError):

@@ -137,6 +137,8 @@ class SemiSupervisedGMM:
             if len(members) < 2 * MIN_CLUSTER:
                 continue
             locked = fixed[members] >= 0
+            if (~locked).sum() < MIN_CLUSTER:  # a new class needs unlabelled images to split off
+                continue
             second = two_means(Z[members], fixed=locked, seed=self.seed + k)
             if not MIN_CLUSTER <= second.sum() <= len(members) - MIN_CLUSTER:
                 continue
@@ -159,8 +161,7 @@ class SemiSupervisedGMM:
             b = alive[np.argmin(d2[i])]
             if a in used or b in used or (known[a] and known[b]):
                 continue
-            small = sizes[a] < MIN_CLUSTER or sizes[b] < MIN_CLUSTER
-            if small or separation(Z[assign == a], Z[assign == b]) < self.scale_:
+            if separation(Z[assign == a], Z[assign == b]) < self.scale_:
                 keep, drop = (b, a) if known[b] or (not known[a] and sizes[b] > sizes[a]) else (a, b)
                 assign[assign == drop] = keep
                 used.update((a, b))
@@ -174,7 +175,17 @@ class SemiSupervisedGMM:
         return mask
 
     def _compact(self, Z: np.ndarray, assign: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Drop empty new components; the known ones stay first, in class order."""
+        """Drop new components under MIN_CLUSTER images (their images go to the nearest remaining component)
+        and empty ones; the known ones stay first, in class order."""
+        sizes = np.bincount(assign, minlength=len(means))
+        small = np.flatnonzero(sizes < MIN_CLUSTER)
+        small = small[small >= self.n_known_]
+        if len(small):
+            moved = np.isin(assign, small)
+            d2 = sq_distances(Z[moved], means)
+            d2[:, small] = np.inf
+            assign = assign.copy()
+            assign[moved] = d2.argmin(axis=1)
         alive = np.unique(assign)
         keep = np.concatenate([np.arange(self.n_known_), alive[alive >= self.n_known_]])
         remap = np.full(len(means), -1)
@@ -220,6 +231,7 @@ class SemiSupervisedGMM:
     def _init_new(self, Z_u: np.ndarray, known_means: np.ndarray) -> np.ndarray:
         """k-means++ seeds among the unlabelled images, each far from the known classes and earlier seeds."""
         n_new = self.init_new if self.init_new is not None else max(1, len(known_means) // 4)
+        n_new = max(1, min(n_new, len(Z_u) // MIN_CLUSTER))
         rng = np.random.default_rng(self.seed)
         d2 = sq_distances(Z_u, known_means).min(axis=1)
         seeds = []
