@@ -26,10 +26,8 @@ def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
     return cache
 
 
-@pytest.fixture
-def split_folder(tmp_path) -> Path:
+def make_split_folder(root: Path) -> Path:
     """train/ and test/ folders, 3 classes, 8 train + 4 test images each."""
-    root = tmp_path / "birds"
     seed = 0
     for split, n in (("train", 8), ("test", 4)):
         for name, colour in COLOURS.items():
@@ -37,6 +35,19 @@ def split_folder(tmp_path) -> Path:
                 seed += 1
                 make_image(root / split / name / f"{i:02d}.png", colour, seed)
     return root
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """Run the `finegrain` CLI in-process: (exit code, stdout, stderr)."""
+    from finegrain.cli.main import main
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def split_folder(tmp_path) -> Path:
+    return make_split_folder(tmp_path / "birds")
 
 
 @pytest.fixture

@@ -11,10 +11,7 @@ import pytest
 from finegrain.cli.main import main
 
 
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import run_cli as run
 
 
 def test_fit_eval_predict_embed(capsys, split_folder, tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -53,6 +54,80 @@ def _labelled(emb: Embeddings) -> Embeddings:
     return emb.subset([s.label is not None for s in emb.samples])
 
 
+@dataclass
+class TrainingData:
+    """Embeddings `fit` learns from: train and val parts, everything read (with errors), and data findings."""
+
+    train: Embeddings
+    val: Embeddings
+    read: Embeddings
+    kind: str
+    n_inputs: int
+    findings: list = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
+
+
+def _from_embeddings_dir(data: str | Path, backbone: str, shots: int | None, seed: int) -> TrainingData:
+    emb = load_embeddings(data)
+    if emb.backbone_id != backbone:
+        raise DataError(f"embeddings in {data} were made with '{emb.backbone_id}'",
+                        expected=f"embeddings of --backbone {backbone}", found=emb.backbone_id,
+                        fix=f"pass --backbone {emb.backbone_id}, or re-embed with --backbone {backbone}")
+    has_splits = any(s.split for s in emb.samples)
+    train = emb.subset([s.split == "train" or not has_splits for s in emb.samples])
+    val = emb.subset([s.split == "val" for s in emb.samples])
+    if shots is not None:
+        chosen = set(select_shots(train.samples, shots, seed))
+        train = train.subset([s in chosen for s in train.samples])
+        val = val.subset([False] * len(val.samples))
+    return TrainingData(train, val, emb, "embeddings", len(train.samples) + len(val.samples))
+
+
+def _from_images(data: str | Path | DataSet, backbone: str, shots: int | None, seed: int,
+                 cache_dir: str | Path | None, max_error_rate: float, **embed_kw: Any) -> TrainingData:
+    ds = data if isinstance(data, DataSet) else load_data(data)
+    train, val = training_samples(ds)
+    if shots is not None:
+        train, val = select_shots(train, shots, seed), []
+    with EmbeddingCache(cache_dir) as cache:
+        emb = embed_samples(train + val, get_backbone(backbone), cache=cache, desc="embedding train", **embed_kw)
+    n_inputs = len(train) + len(val)
+    check_error_rate(emb, n_inputs, max_error_rate, "training")
+    findings = check_samples(emb.samples, content_hashes=dict(zip((s.path for s in emb.samples), emb.shas)),
+                             empty_classes=ds.empty_classes)
+    _log_findings(findings)
+    return TrainingData(emb.subset([s.split != "val" for s in emb.samples]),
+                        emb.subset([s.split == "val" for s in emb.samples]), emb, ds.kind, n_inputs,
+                        findings, ds.empty_classes)
+
+
+def _log_findings(findings) -> None:
+    levels = {"error": logging.ERROR, "warning": logging.WARNING}
+    for f in findings:
+        log.log(levels.get(f.level, logging.INFO), "%s [%s] %s", f.level, f.code, f.message)
+
+
+def _val_of_known_classes(val: Embeddings, train_labels: set) -> Embeddings:
+    """Validation images of classes absent from train cannot score anything: leave them out, loudly."""
+    keep = [lab in train_labels for lab in val.labels]
+    if not all(keep):
+        log.warning("%d validation image(s) belong to classes absent from train; they are ignored", keep.count(False))
+    return val.subset(keep)
+
+
+def _calibrate(clf: Classifier, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
+               val_split: float, seed: int, ood_method: str, unknown_tpr: float) -> None:
+    from .openworld.fitting import calibrate_and_detect
+
+    calibrated = calibrate_and_detect(clf.head, X, y, X_val, y_val, val_split=val_split, seed=seed,
+                                      ood_method=ood_method, target_tpr=unknown_tpr)
+    if calibrated is None:
+        log.warning("too few images to hold out for calibration: confidences stay uncalibrated and "
+                    "`predict --unknown auto` is unavailable (add images or a val split)")
+    else:
+        clf.temperature, clf.info["calibration"], clf.detector = calibrated
+
+
 def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: str = DEFAULT_HEAD,
         head_params: dict[str, Any] | None = None, val_split: float = 0.2, seed: int = 0,
         cache_dir: str | Path | None = None, batch_size: int = 32, workers: int = 2,
@@ -72,67 +147,31 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
         params.setdefault("seed", seed)
     clf_head = make_head(head, **params)
     if not isinstance(data, DataSet) and is_embeddings_dir(data):
-        all_emb = load_embeddings(data)
-        if all_emb.backbone_id != backbone:
-            raise DataError(f"embeddings in {data} were made with '{all_emb.backbone_id}'",
-                            expected=f"embeddings of --backbone {backbone}", found=all_emb.backbone_id,
-                            fix=f"pass --backbone {all_emb.backbone_id}, or re-embed with --backbone {backbone}")
-        has_splits = any(s.split for s in all_emb.samples)
-        train_emb = all_emb.subset([s.split == "train" or not has_splits for s in all_emb.samples])
-        val_emb = all_emb.subset([s.split == "val" for s in all_emb.samples])
-        if shots is not None:
-            chosen = set(select_shots(train_emb.samples, shots, seed))
-            train_emb = train_emb.subset([s in chosen for s in train_emb.samples])
-            val_emb = val_emb.subset([False] * len(val_emb.samples))
-        findings, data_kind, empty, cache_key, preprocess = [], "embeddings", [], all_emb.cache_key, all_emb.preprocess
-        n_inputs = len(train_emb.samples) + len(val_emb.samples)
+        td = _from_embeddings_dir(data, backbone, shots, seed)
     else:
-        ds = data if isinstance(data, DataSet) else load_data(data)
-        train, val = training_samples(ds)
-        if shots is not None:
-            train, val = select_shots(train, shots, seed), []
-        bb = get_backbone(backbone)
-        cache = EmbeddingCache(cache_dir)
-        emb = embed_samples(train + val, bb, cache=cache, batch_size=batch_size, workers=workers,
-                            max_pixels=max_pixels, progress=progress, desc="embedding train")
-        cache.close()
-        n_inputs = len(train) + len(val)
-        check_error_rate(emb, n_inputs, max_error_rate, "training")
-        findings = check_samples(emb.samples, content_hashes=dict(zip((s.path for s in emb.samples), emb.shas)),
-                                 empty_classes=ds.empty_classes)
-        for f in findings:
-            log.log(logging.ERROR if f.level == "error" else logging.WARNING if f.level == "warning" else logging.INFO,
-                    "%s [%s] %s", f.level, f.code, f.message)
-        train_emb = emb.subset([s.split != "val" for s in emb.samples])
-        val_emb = emb.subset([s.split == "val" for s in emb.samples])
-        data_kind, empty, cache_key, preprocess = ds.kind, ds.empty_classes, bb.cache_key, bb.preprocess.to_dict()
-        all_emb = emb
-    train_emb, val_emb = _labelled(train_emb), _labelled(val_emb)
+        td = _from_images(data, backbone, shots, seed, cache_dir, max_error_rate, batch_size=batch_size,
+                          workers=workers, max_pixels=max_pixels, progress=progress)
+    train_emb = _labelled(td.train)
     if len(train_emb.samples) == 0:
         raise DataError(f"no labelled training images in {data}", expected="images in class folders or a label column",
-                        found="only unlabelled images" if n_inputs else "no images",
+                        found="only unlabelled images" if td.n_inputs else "no images",
                         fix="put each class's images in a folder named after the class")
     y_train = np.asarray(train_emb.labels, dtype=object)
+    val_emb = _val_of_known_classes(_labelled(td.val), set(y_train))
     y_val = np.asarray(val_emb.labels, dtype=object) if val_emb.samples else None
-    if y_val is not None and not set(y_val) <= set(y_train):
-        keep = [lab in set(y_train) for lab in y_val]
-        log.warning("%d validation image(s) belong to classes absent from train; they are ignored", keep.count(False))
-        val_emb = val_emb.subset(keep)
-        y_val = np.asarray(val_emb.labels, dtype=object)
-    clf_head.fit(train_emb.X, y_train, val_emb.X if y_val is not None else None, y_val)
-    train_acc = float((clf_head.predict(train_emb.X) == y_train).mean())
+    X_val = val_emb.X if y_val is not None else None
+    clf_head.fit(train_emb.X, y_train, X_val, y_val)
     training = {
-        "data": str(data.root if isinstance(data, DataSet) else data), "data_kind": data_kind,
+        "data": str(data.root if isinstance(data, DataSet) else data), "data_kind": td.kind,
         "n_train": len(train_emb.samples), "n_val": len(val_emb.samples),
-        "n_unreadable": len(all_emb.errors), "unreadable": [e.__dict__ for e in all_emb.errors[:100]],
-        "train_accuracy": train_acc, "seed": seed, "val_split": val_split,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "class_counts": {c: int((y_train == c).sum()) for c in clf_head.classes_},
-        "empty_classes": empty, "health": findings_to_json(findings),
+        "n_unreadable": len(td.read.errors), "unreadable": [e.__dict__ for e in td.read.errors[:100]],
+        "train_accuracy": float((clf_head.predict(train_emb.X) == y_train).mean()), "seed": seed,
+        "val_split": val_split, "class_counts": {c: int((y_train == c).sum()) for c in clf_head.classes_},
+        "empty_classes": td.empty_classes, "health": findings_to_json(td.findings),
     }
-    if y_val is not None and len(y_val):
-        training["val_accuracy"] = float((clf_head.predict(val_emb.X) == y_val).mean())
-    clf = Classifier(clf_head, all_emb.backbone_id, preprocess, cache_key)
+    if y_val is not None:
+        training["val_accuracy"] = float((clf_head.predict(X_val) == y_val).mean())
+    clf = Classifier(clf_head, td.read.backbone_id, td.read.preprocess, td.read.cache_key)
     clf.info = {"provenance": clf.provenance(), "training": training,
                 "train_sha256": sorted(set(train_emb.shas) | set(val_emb.shas))}
     if clf_head.name == "prototype":
@@ -143,16 +182,7 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
         training["shots"] = shots
         if calibrate:
             log.info("--shots: no calibration or unknown detector (holding out any of the K images would cost accuracy)")
-    if calibrate and shots is None:
-        from .openworld.fitting import calibrate_and_detect
-
-        calibrated = calibrate_and_detect(clf_head, train_emb.X, y_train, val_emb.X if y_val is not None else None,
-                                          y_val, val_split=val_split, seed=seed, ood_method=ood_method,
-                                          target_tpr=unknown_tpr)
-        if calibrated is None:
-            log.warning("too few images to hold out for calibration: confidences stay uncalibrated and "
-                        "`predict --unknown auto` is unavailable (add images or a val split)")
-        else:
-            clf.temperature, clf.info["calibration"], clf.detector = calibrated
-        training["seconds"] = round(time.perf_counter() - t0, 2)
+    elif calibrate:
+        _calibrate(clf, train_emb.X, y_train, X_val, y_val, val_split, seed, ood_method, unknown_tpr)
+    training["seconds"] = round(time.perf_counter() - t0, 2)
     return clf

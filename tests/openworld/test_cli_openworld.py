@@ -12,26 +12,14 @@ from finegrain.cli.main import main
 from finegrain.data.sources import load_data
 from finegrain.pipeline import Classifier
 
-from conftest import COLOURS, make_image
-
-
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import COLOURS, make_image, make_split_folder
+from conftest import run_cli as run
 
 
 @pytest.fixture(scope="module")
 def split_folder(tmp_path_factory):
     """train/ and test/ folders, 3 classes, 8 train + 4 test images each: built once for this module."""
-    root = tmp_path_factory.mktemp("ow") / "birds"
-    seed = 0
-    for split, n in (("train", 8), ("test", 4)):
-        for name, colour in COLOURS.items():
-            for i in range(n):
-                seed += 1
-                make_image(root / split / name / f"{i:02d}.png", colour, seed)
-    return root
+    return make_split_folder(tmp_path_factory.mktemp("ow") / "birds")
 
 
 @pytest.fixture(scope="module")

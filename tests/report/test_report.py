@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import COLOURS, make_image
+from conftest import COLOURS, make_image, make_split_folder
 from finegrain.cli.main import main
 from finegrain.pipeline import Classifier
 from finegrain.report import build_report
@@ -45,13 +45,7 @@ def test_embedding_map_gives_finite_reproducible_coordinates(n):
 @pytest.fixture(scope="module")
 def report_case(tmp_path_factory):
     """3 classes; one test image is mislabelled (a mistake to explain) and one is a copy of a training image (a leak)."""
-    root = tmp_path_factory.mktemp("data") / "birds"
-    seed = 0
-    for split, n in (("train", 8), ("test", 4)):
-        for name, colour in COLOURS.items():
-            for i in range(n):
-                seed += 1
-                make_image(root / split / name / f"{i:02d}.png", colour, seed)
+    root = make_split_folder(tmp_path_factory.mktemp("data") / "birds")
     make_image(root / "test" / "blue_jay" / "odd.png", COLOURS["red_finch"], 999)
     shutil.copy(root / "train" / "green_warbler" / "00.png", root / "test" / "green_warbler" / "copy.png")
     (root / "test" / "red_finch" / "broken.png").write_bytes(b"\x89PNG broken")
