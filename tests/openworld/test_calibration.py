@@ -50,3 +50,24 @@ def test_reliability_diagram_png_and_svg(tmp_path):
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     assert "<svg" in (tmp_path / "r.svg").read_text()
     assert len(paths) == 2
+
+
+def test_temperature_is_kept_only_when_it_lowers_held_out_ece():
+    from finegrain.openworld.fitting import keeps_temperature
+    assert keeps_temperature({"before": {"ece": 0.20}, "after": {"ece": 0.03}})
+    assert not keeps_temperature({"before": {"ece": 0.04}, "after": {"ece": 0.05}})
+
+
+def test_rejected_temperature_leaves_probabilities_unscaled(monkeypatch):
+    import finegrain.openworld.fitting as fitting
+    from finegrain.heads import make_head
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 1.0, (20, 8)) for c in (-1, 0, 1)]).astype(np.float32)
+    y = np.repeat(np.array(["a", "b", "c"], dtype=object), 20)
+    head = make_head("prototype").fit(X, y)
+    T, summary, _ = fitting.calibrate_and_detect(head, X, y, seed=0)
+    assert summary["applied"] and T == summary["temperature"]
+    monkeypatch.setattr(fitting, "keeps_temperature", lambda s: False)
+    T, summary, detector = fitting.calibrate_and_detect(head, X, y, seed=0)
+    assert T == 1.0 and not summary["applied"] and summary["temperature"] != 1.0
+    assert detector.temperature == 1.0

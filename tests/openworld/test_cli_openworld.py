@@ -34,7 +34,9 @@ def model(split_folder):
 
 def test_fit_reports_calibration(capsys, split_folder, tmp_path):
     code, _, err = run(capsys, "fit", split_folder, "-o", tmp_path / "m", "--backbone", "tiny", "--head", "prototype")
-    assert code == 0 and "calibrated on 6 held-out images" in err
+    assert code == 0 and "6 held-out images" in err
+    cal = json.loads((tmp_path / "m" / "config.json").read_text())["calibration"]
+    assert ("calibrated on" in err) == cal["applied"] and ("kept the head's own" in err) != cal["applied"]
 
 
 def test_fit_saves_temperature_detector_and_reliability_diagram(model, split_folder):

@@ -123,8 +123,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
         cal = clf.info["calibration"]
         save_reliability_diagram(cal, [Path(args.output) / "reliability.png", Path(args.output) / "reliability.svg"],
                                  title=f"held-out calibration ({cal['held_out']}, {cal['n']} images)")
-        _info(args, f"calibrated on {cal['n']} held-out images: T={cal['temperature']:.3f}, ECE "
-                    f"{cal['before']['ece']:.3f} → {cal['after']['ece']:.3f} (reliability.png/svg)")
+        if cal.get("applied", True):
+            _info(args, f"calibrated on {cal['n']} held-out images: T={cal['temperature']:.3f}, ECE "
+                        f"{cal['before']['ece']:.3f} → {cal['after']['ece']:.3f} (reliability.png/svg)")
+        else:
+            _info(args, f"kept the head's own probabilities: a fitted temperature (T={cal['temperature']:.3f}) would "
+                        f"raise the ECE of {cal['n']} held-out images {cal['before']['ece']:.3f} → {cal['after']['ece']:.3f}")
     t = clf.info["training"]
     _info(args, f"fitted {args.head} head on {t['n_train']} images of {len(clf.classes)} classes "
                 f"({t['n_val']} validation, {t['n_unreadable']} unreadable) in {t['seconds']:.1f}s "

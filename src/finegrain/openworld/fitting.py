@@ -27,6 +27,12 @@ def _twin(head: Head) -> Head:
     return make_head(head.name, **params)
 
 
+def keeps_temperature(summary: dict[str, Any]) -> bool:
+    """A temperature is fitted by likelihood; it is kept only if it also lowers the held-out ECE, so calibration
+    never makes the confidences users see worse (prototype and kNN heads are often already well calibrated)."""
+    return summary["after"]["ece"] < summary["before"]["ece"]
+
+
 def held_out_split(y: np.ndarray, y_val: np.ndarray | None, val_split: float,
                    seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (fit part, held-out part) into concat(train, val): the val split when there is one."""
@@ -49,8 +55,10 @@ def calibrate_and_detect(head: Head, X: np.ndarray, y: np.ndarray, X_val: np.nda
     twin = _twin(head).fit(X_all[fit_idx], y_all[fit_idx])
     logits = twin.decision_function(X_all[held_idx])
     y_held = twin.encode_labels(y_all[held_idx])
-    temperature = TemperatureScaler().fit(logits, y_held).temperature_
-    summary = calibration_summary(logits, y_held, temperature)
+    fitted = TemperatureScaler().fit(logits, y_held).temperature_
+    summary = calibration_summary(logits, y_held, fitted)
+    summary["applied"] = keeps_temperature(summary)
+    temperature = fitted if summary["applied"] else 1.0
     summary["held_out"] = "val split" if y_val is not None and len(y_val) else f"{val_split:.0%} of train"
     params = {"method": ood_method, "temperature": temperature, "target_tpr": target_tpr}
     twin_detector = OODDetector(**params).fit(X_all[fit_idx], twin.encode_labels(y_all[fit_idx]))
