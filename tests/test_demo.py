@@ -24,3 +24,5 @@ def test_demo_fits_evaluates_predicts_and_writes_summary(tmp_path):
     html = (out / "summary.html").read_text()
     assert html.count("data:image/jpeg;base64,") == len(saved["predictions"]) == 6
     assert "per-class" in summary["text"]
+    report = (out / "report.html").read_text()
+    assert "Worst mistakes" in report or "worst mistakes" in report.lower()

@@ -33,6 +33,7 @@ def run_demo(output: str | Path, *, backbone: str = "efficientnet_lite0", cache_
              progress: bool = True) -> dict[str, Any]:
     from .evaluation import evaluate
     from .pipeline import Classifier
+    from .report import build_report
     from .training import fit
 
     out = Path(output)
@@ -55,6 +56,8 @@ def run_demo(output: str | Path, *, backbone: str = "efficientnet_lite0", cache_
     }
     write_json(out / "summary.json", summary)
     write_text_atomic(out / "summary.html", _html(summary, report))
+    page, _ = build_report(clf, SAMPLE_DIR, split="test", n_mistakes=4, cache_dir=cache_dir, progress=progress)
+    write_text_atomic(out / "report.html", page)
     summary["text"] = "\n".join([eval_table(report, max_classes=10), "", "example predictions",
                                  predictions_table(preds, 3)])
     return summary
@@ -78,13 +81,15 @@ def _html(summary: dict[str, Any], report: dict[str, Any]) -> str:
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>finegrain demo summary</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
 td,th{{padding:2px 10px;border-bottom:1px solid #ddd;text-align:left}}.bar{{height:10px;background:#4a7}}
-figure{{display:inline-block;margin:6px;width:150px;vertical-align:top}}img{{width:96px;height:96px;object-fit:cover}}
+figure{{display:inline-block;margin:6px;width:150px;vertical-align:top;overflow-wrap:anywhere}}img{{width:96px;height:96px;object-fit:cover}}
 .ok{{color:#2a6}}.bad{{color:#c33}}code{{font-size:90%}}</style></head><body>
 <h1>finegrain demo</h1><p>Fitted a <b>{e(prov['head'])}</b> head on <b>{e(prov['backbone'])}</b> embeddings of the bundled
 CUB sample (10 species, 8 training photos each) in {summary['fit_seconds']:.1f}s; scored on 8 test photos per species.</p>
 <h2>Test metrics</h2><table>{metric_rows}</table>
 <h2>Per-class accuracy</h2><table><tr><th>class</th><th>n</th><th>accuracy</th><th></th></tr>{class_rows}</table>
 <h2>Example predictions</h2>{cards}
+<p>The full report — confusion matrix, reliability diagram, embedding map, the worst mistakes explained with
+Grad-CAM — is in <a href="report.html">report.html</a>.</p>
 <h2>Provenance</h2><p><code>finegrain {e(prov['finegrain_version'])} · {e(prov['backbone'])} · classes {e(prov['class_list_hash'])}
 · {e(prov['created'])} · {e(prov['command_line'])}</code></p></body></html>
 """

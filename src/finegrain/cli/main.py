@@ -235,7 +235,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
     summary = run_demo(args.output, backbone=args.backbone, cache_dir=args.cache_dir, progress=not args.quiet)
     print(summary["text"])
-    _info(args, f"summary: {Path(args.output) / 'summary.html'} and {Path(args.output) / 'summary.json'}")
+    _info(args, f"summary: {Path(args.output) / 'summary.html'} and summary.json; full report: "
+                f"{Path(args.output) / 'report.html'}")
     return 0
 
 
