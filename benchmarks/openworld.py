@@ -72,7 +72,7 @@ def one_split(X, labels, split, seed: int, with_discovery: bool, C: float | None
     from finegrain.openworld import scores as S
     from finegrain.openworld.detector import OODDetector
     from finegrain.openworld.fitting import calibrate_and_detect
-    from finegrain.openworld.mixoe import MixOEHead
+    from finegrain.heads.mixoe import MixOEHead
 
     classes = np.unique(labels)
     perm = np.random.default_rng(seed).permutation(classes)
@@ -141,7 +141,7 @@ def siblings_analysis(labels_ood: np.ndarray, known: np.ndarray, id_scores: np.n
 def mixoe_with_folder(X, labels, split, tr, te_id, unknown, head, seed: int) -> dict:
     """A third of the unknown species' TRAIN images act as the outlier folder; scored on the other unknowns."""
     from finegrain.openworld import scores as S
-    from finegrain.openworld.mixoe import MixOEHead
+    from finegrain.heads.mixoe import MixOEHead
 
     folder_species = unknown[: len(unknown) // 3]
     folder = (split == "train") & np.isin(labels, folder_species)

@@ -17,7 +17,7 @@ from .data.sources import DataSet, load_data
 from .embed import Embeddings, embed_samples, is_embeddings_dir, load_embeddings
 from .errors import DataError
 from .fewshot.episodes import select_shots
-from .heads import DEFAULT_HEAD, make_head
+from .heads import DEFAULT_HEAD, head_parameters, make_head
 from .pipeline import Classifier
 from .store import EmbeddingCache
 
@@ -142,9 +142,10 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
     image is read; the val split is then ignored, since its labels would be extra shots)."""
     t0 = time.perf_counter()
     params = dict(head_params or {})
-    if head in ("logistic", "rbi"):
-        params.setdefault("val_fraction", val_split)
-        params.setdefault("seed", seed)
+    accepted = head_parameters(head)
+    for name, value in (("val_fraction", val_split), ("seed", seed)):
+        if name in accepted:
+            params.setdefault(name, value)
     clf_head = make_head(head, **params)
     if not isinstance(data, DataSet) and is_embeddings_dir(data):
         td = _from_embeddings_dir(data, backbone, shots, seed)

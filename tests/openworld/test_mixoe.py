@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from finegrain.errors import DataError
-from finegrain.openworld.mixoe import MixOEHead, synthesise_outliers
+from finegrain.heads.mixoe import MixOEHead, synthesise_outliers
 from finegrain.openworld.scores import max_softmax
 
 rng = np.random.default_rng(0)
@@ -35,3 +35,14 @@ def test_mixing_lowers_confidence_between_classes_but_keeps_accuracy():
 def test_user_outliers_must_have_the_training_width():
     with pytest.raises(DataError):
         MixOEHead(epochs=1).fit(X, y, outliers=np.zeros((5, 3), dtype=np.float32))
+
+
+def test_mixoe_is_a_head_fit_can_train_and_save(split_folder, tmp_path):
+    import finegrain
+    clf = finegrain.fit(split_folder, backbone="tiny", head="mixoe", head_params={"lr": 1e-2})
+    assert clf.head.get_params()["seed"] == 0  # fit's --seed reaches heads that take one
+    clf.save(tmp_path / "m")
+    back = finegrain.Classifier.load(tmp_path / "m")
+    preds = back.predict(split_folder / "test" / "red_finch")
+    assert [p.label for p in preds] == [p.label for p in clf.predict(split_folder / "test" / "red_finch")]
+    assert sum(p.label == "red_finch" for p in preds) >= 3

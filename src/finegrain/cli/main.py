@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="folder, manifest (.csv/.parquet), CUB-style folder, or a `finegrain embed` folder")
     p.add_argument("-o", "--output", required=True, type=Path, help="model directory to write")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone id (default {DEFAULT_BACKBONE}; see `finegrain backbones`)")
-    p.add_argument("--head", default=None, help="classifier head: logistic (default), prototype (alias ncm; default with --shots), knn")
+    p.add_argument("--head", default=None, help="classifier head: logistic (default), prototype (alias ncm; default with --shots), knn, rbi (experimental), mixoe (outlier-exposed linear head for open-set use)")
     p.add_argument("--shots", type=int, default=None, metavar="K",
                    help="few-shot: use at most K labelled training images per class, drawn with --seed (only those are read)")
     p.add_argument("--val-split", type=float, default=0.2, help="fraction of train held out to choose hyper-parameters when DATA has no val split (default 0.2)")

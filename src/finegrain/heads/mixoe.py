@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..heads.base import Head
+from .base import Head
 
 
 def synthesise_outliers(X: np.ndarray, y: np.ndarray, n: int, seed: int = 0,
