@@ -30,7 +30,7 @@ PLANKTON_CAP = 100
 C_GRID = (0.01, 0.1, 1.0)  # the values the default grid picks here; half the fits of the full grid
 
 
-def embeddings(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def embeddings(name: str, backbone: str = "efficientnet_lite0") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(X, labels, split) for a dataset, through the embedding cache."""
     from finegrain.data.sources import load_data
     from finegrain.embed import embed_samples
@@ -47,7 +47,7 @@ def embeddings(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         samples = [by_class[c][i] for c in sorted(by_class)
                    for i in sorted(rng.permutation(len(by_class[c]))[:PLANKTON_CAP])]
     with EmbeddingCache() as cache:
-        emb = embed_samples(samples, "efficientnet_lite0", cache=cache, progress=True, desc=f"embedding {name}")
+        emb = embed_samples(samples, backbone, cache=cache, progress=True, desc=f"embedding {name}")
     labels = np.asarray(emb.labels, dtype=object)
     if name == "plankton":
         _, test = stratified_holdout(labels, 0.5, 0)
@@ -183,12 +183,12 @@ def summarise(runs: list[dict]) -> dict:
     return walk(runs)
 
 
-def reliability_figure(summary: dict, name: str) -> list[str]:
+def reliability_figure(summary: dict, name: str, prefix: str = "openworld") -> list[str]:
     """Reliability diagram of the seed-0 known-class TEST images, before and after temperature scaling."""
     from finegrain.openworld.plots import save_reliability_diagram
 
-    paths = save_reliability_diagram(summary, [RESULTS / f"openworld_{name}_reliability.png",
-                                               RESULTS / f"openworld_{name}_reliability.svg"],
+    paths = save_reliability_diagram(summary, [RESULTS / f"{prefix}_{name}_reliability.png",
+                                               RESULTS / f"{prefix}_{name}_reliability.svg"],
                                      title=f"{name} test (known species, split seed 0), logistic head")
     return [str(p.relative_to(RESULTS.parent.parent)) for p in paths]
 
@@ -200,13 +200,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one class split per dataset")
     ap.add_argument("--datasets", nargs="+", default=["cub100", "plankton"])
+    ap.add_argument("--backbone", default="efficientnet_lite0", help="backbone id (default efficientnet_lite0)")
+    ap.add_argument("--name", default="openworld", help="results file name (default openworld)")
     args = ap.parse_args()
     seeds = SEEDS[:1] if args.quick else SEEDS
     t_start = time.perf_counter()
-    result = {"machine": machine(), "backbone": "efficientnet_lite0", "head": "logistic", "seeds": list(seeds),
+    result = {"machine": machine(), "backbone": args.backbone, "head": "logistic", "seeds": list(seeds),
               "known_fraction": KNOWN_FRACTION, "datasets": {}}
     for name in args.datasets:
-        X, labels, split = embeddings(name)
+        X, labels, split = embeddings(name, args.backbone)
         runs, test_calibration, C = [], [], None
         for seed in seeds:
             run, cal = one_split(X, labels, split, seed, with_discovery=name == "cub100", C=C)
@@ -217,9 +219,9 @@ def main() -> None:
                                                       for k, v in runs[-1]["ood"].items()), file=sys.stderr, flush=True)
         result["datasets"][name] = {"n_images": int(len(labels)), "n_classes": int(len(np.unique(labels))),
                                     "mean": summarise(runs), "runs": runs,
-                                    "reliability_diagram": reliability_figure(test_calibration[0], name)}
+                                    "reliability_diagram": reliability_figure(test_calibration[0], name, args.name)}
     result["seconds"] = round(time.perf_counter() - t_start, 1)
-    path = write_result("openworld", result)
+    path = write_result(args.name, result)
     print(f"wrote {path}", file=sys.stderr)
 
 
