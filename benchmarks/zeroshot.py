@@ -26,8 +26,10 @@ from finegrain.data.sources import load_data
 from finegrain.embed import embed_samples
 from finegrain.store import EmbeddingCache
 from finegrain.zeroshot.alignment import AlignmentParams, RefineParams
-from finegrain.zeroshot.attributes import attribute_descriptions, read_cub_attributes
+from finegrain.heads.base import l2_normalise
+from finegrain.zeroshot.attributes import attribute_descriptions, attribute_phrase, read_cub_attributes
 from finegrain.zeroshot.build import build_zeroshot, train_alignment
+from finegrain.zeroshot.encoders import get_text_encoder
 from finegrain.zeroshot.eszsl import eszsl_fit, eszsl_scores
 from finegrain.zeroshot.texts import read_templates
 
@@ -37,6 +39,7 @@ GRID = {"gamma": (1.0, 10.0, 100.0), "lam": (1e-4, 1e-3, 1e-2), "name_weight": (
 PROMPT_TEMPERATURES = (0.5, 1.0, 2.0, 4.0, None)  # None: uniform weights
 REFINE_GRID = [RefineParams(t, s) for t in (20.0, 50.0) for s in (0.5, 0.8)]
 ESZSL_GRID = [(g, l) for g in (0.1, 1.0, 10.0, 100.0) for l in (0.01, 0.1, 1.0, 10.0)]
+TEXT_WEIGHTS = (0.5, 1.0, 2.0)  # β of the attribute-text half of the ESZSL signature
 
 
 def class_split(classes: list[str], seed: int, n_out: int) -> tuple[list[str], list[str]]:
@@ -108,23 +111,36 @@ def choose_refine(data: Data, seen: list[str], seed: int, hp: dict, templates) -
     return max(scores, key=scores.get)
 
 
-def eszsl(data: Data, seen: list[str], unseen: list[str], seed: int) -> dict:
-    """ESZSL on raw attributes: (γ, λ) chosen on held-out seen classes, and the oracle tuned on unseen test."""
-    def run(fit_on, target, X, y, g, l):
+def eszsl(data: Data, seen: list[str], unseen: list[str], seed: int, signatures: dict[str, np.ndarray]) -> dict:
+    """ESZSL with class signatures (rows in `data.classes` order): the variant and (γ, λ) chosen on held-out seen
+    classes; also the oracle tuned on the unseen test images, for scale."""
+    def run(fit_on, target, X, y, variant, g, l):
         tr, ytr = data.images(fit_on, "train")
+        S = signatures[variant]
         idx = [data.classes.index(c) for c in fit_on]
         tidx = [data.classes.index(c) for c in target]
-        V = eszsl_fit(tr.X, np.searchsorted(fit_on, ytr), data.attributes[idx], g, l)
-        return float((np.asarray(target, dtype=object)[eszsl_scores(X, V, data.attributes[tidx]).argmax(1)] == y).mean())
+        V = eszsl_fit(tr.X, np.searchsorted(fit_on, ytr), S[idx], g, l)
+        return float((np.asarray(target, dtype=object)[eszsl_scores(X, V, S[tidx]).argmax(1)] == y).mean())
 
+    grid = [(variant, g, l) for variant in signatures for g, l in ESZSL_GRID]
     fit_on, val = class_split(seen, 1000 + seed, N_VAL_SEEN)
     val_emb, val_y = data.images(val, "train")
-    g, l = max(ESZSL_GRID, key=lambda p: run(fit_on, val, val_emb.X, val_y, *p))
+    chosen = max(grid, key=lambda p: run(fit_on, val, val_emb.X, val_y, *p))
     test, y = data.images(unseen, "test")
-    oracle = {p: run(seen, unseen, test.X, y, *p) for p in ESZSL_GRID}
+    oracle = {p: run(seen, unseen, test.X, y, *p) for p in grid}
     best = max(oracle, key=oracle.get)
-    return {"honest": run(seen, unseen, test.X, y, g, l), "honest_params": [g, l],
+    return {"honest": run(seen, unseen, test.X, y, *chosen), "honest_params": list(chosen),
             "oracle_tuned_on_test": oracle[best], "oracle_params": list(best)}
+
+
+def attribute_text_signatures(data: Data) -> dict[str, np.ndarray]:
+    """Each class as [its attribute vector ‖ β · the strength-weighted sum of MiniLM embeddings of the attribute
+    phrases], both halves unit length: the numbers and their meaning side by side."""
+    with EmbeddingCache() as cache:
+        phrases = get_text_encoder("minilm").encode([attribute_phrase(a) for a in data.attr_names], cache=cache)
+    text = l2_normalise(data.attributes @ phrases.astype(np.float64))
+    attrs = l2_normalise(data.attributes)
+    return {f"attributes+text beta={b}": np.hstack([attrs, b * text]) for b in TEXT_WEIGHTS}
 
 
 def gzsl(clf, data: Data, seen: list[str], unseen: list[str]) -> dict:
@@ -176,6 +192,7 @@ def main() -> None:
     t0 = time.perf_counter()
     data = Data()
     templates = read_templates("birds")
+    attr_text = attribute_text_signatures(data)
     result = {"dataset": "cub100", "machine": machine(), "backbone": "efficientnet_lite0", "text_encoder": "minilm",
               "protocol": __doc__.split("Protocol")[1].strip(), "grid": {k: list(v) for k, v in GRID.items()},
               "splits": []}
@@ -188,11 +205,13 @@ def main() -> None:
         adapted = align(data, seen, unseen, hp, templates, unlabelled=test.X, refine=refine)
         row = {"seed": seed, "unseen": unseen, "chosen": hp, "val_seen_accuracy": val_acc,
                "zsl_top1": accuracy(zsl, test.X, y), "zsl_top1_adapted": accuracy(adapted, test.X, y),
-               "adapt_params": refine.__dict__, "eszsl": eszsl(data, seen, unseen, seed),
+               "adapt_params": refine.__dict__,
+               "eszsl": eszsl(data, seen, unseen, seed, {"attributes": data.attributes}),
+               "eszsl_attributes_text": eszsl(data, seen, unseen, seed, attr_text),
                "gzsl": gzsl(align(data, seen, data.classes, hp, templates), data, seen, unseen),
                "prompts": prompt_study(data, seen, unseen, hp, seed)}
         result["splits"].append(row)
-        print(json.dumps({k: row[k] for k in ("seed", "chosen", "zsl_top1", "zsl_top1_adapted", "eszsl", "gzsl",
+        print(json.dumps({k: row[k] for k in ("seed", "chosen", "zsl_top1", "zsl_top1_adapted", "eszsl", "eszsl_attributes_text", "gzsl",
                                                "prompts")}), file=sys.stderr, flush=True)
     result["conse_all_100"] = conse(data)
 
@@ -203,6 +222,8 @@ def main() -> None:
         "zsl_top1": avg(lambda r: r["zsl_top1"]), "zsl_top1_adapted_transductive": avg(lambda r: r["zsl_top1_adapted"]),
         "eszsl_honest": avg(lambda r: r["eszsl"]["honest"]),
         "eszsl_oracle_tuned_on_test": avg(lambda r: r["eszsl"]["oracle_tuned_on_test"]),
+        "eszsl_attributes_text_honest": avg(lambda r: r["eszsl_attributes_text"]["honest"]),
+        "eszsl_attributes_text_oracle_tuned_on_test": avg(lambda r: r["eszsl_attributes_text"]["oracle_tuned_on_test"]),
         "gzsl_seen": avg(lambda r: r["gzsl"]["seen"]), "gzsl_unseen": avg(lambda r: r["gzsl"]["unseen"]),
         "gzsl_harmonic_mean": avg(lambda r: r["gzsl"]["harmonic_mean"]),
         "names_plain_prompt": avg(lambda r: r["prompts"]["plain_photo_prompt"]),
