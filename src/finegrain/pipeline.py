@@ -100,16 +100,22 @@ class Classifier:
         self.check_embeddings(emb)
         if self.temperature == 1.0:
             return self.head.predict_proba(emb.X)
-        return softmax(self.head.decision_function(emb.X) / self.temperature)
+        return self._calibrated(self.head.decision_function(emb.X))
 
-    def unknown_flags(self, emb: Embeddings, unknown: str | float) -> tuple[np.ndarray, np.ndarray]:
-        """(unknown?, score) per embedding; `unknown` is "auto" (the threshold saved at fit) or a number."""
+    def _calibrated(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits / self.temperature)
+
+    def unknown_flags(self, emb: Embeddings, unknown: str | float,
+                      logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(unknown?, score) per embedding; `unknown` is "auto" (the threshold saved at fit) or a number.
+        `logits`, when the caller already has the head's, spare computing them again."""
         if self.detector is None:
             raise ConfigError("this model has no OOD detector, so it cannot answer 'unknown'",
                               expected="a model fitted with calibration (the default)", found="none saved",
                               fix="refit it with `finegrain fit` (without --no-calibrate)")
         threshold = None if unknown == "auto" else float(unknown)
-        return self.detector.predict_unknown(emb.X, self.head.decision_function(emb.X), threshold)
+        logits = self.head.decision_function(emb.X) if logits is None else logits
+        return self.detector.predict_unknown(emb.X, logits, threshold)
 
     def predict(self, inputs: Sequence[str | Path] | str | Path, *, top_k: int = 5,
                 cache: EmbeddingCache | None = None, progress: bool = False, unknown: str | float | None = None,
@@ -128,10 +134,16 @@ class Classifier:
         if top_k < 1:
             raise ConfigError("--top-k must be at least 1", expected="an integer ≥ 1", found=str(top_k),
                               fix="use e.g. --top-k 5")
-        probs = self.predict_proba_embeddings(emb) if len(emb.X) else np.zeros((0, len(self.classes)))
-        flags, scores = [None] * len(probs), [None] * len(probs)
-        if unknown is not None and len(emb.X):
-            flags, scores = self.unknown_flags(emb, unknown)
+        flags, scores = [None] * len(emb.X), [None] * len(emb.X)
+        if not len(emb.X):
+            probs = np.zeros((0, len(self.classes)))
+        elif unknown is None:
+            probs = self.predict_proba_embeddings(emb)
+        else:  # the head's logits serve both the probabilities and the detector: computed once
+            self.check_embeddings(emb)
+            logits = self.head.decision_function(emb.X)
+            probs = self._calibrated(logits)
+            flags, scores = self.unknown_flags(emb, unknown, logits)
         k = min(top_k, len(self.classes))
         by_path = {}
         for s, p, flag, score in zip(emb.samples, probs, flags, scores):
