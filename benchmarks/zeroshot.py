@@ -4,11 +4,14 @@
 
 Protocol (per seeded class split, 3 splits): 25 species are held out (unseen), the other 75 are seen.
 The alignment is trained on the seen species' TRAIN images and descriptions only. Every hyper-parameter
-is chosen on held-out SEEN classes: the 75 seen species are split again into 60 + 15, models are fitted
-on the 60 and scored on the 15's train images, and the winner is refitted on all 75. Unseen test images
-are then classified among the 25 unseen species (chance 4 %). Descriptions are CUB's class-level
-attributes turned into weighted phrases (`finegrain.zeroshot.attributes`). ESZSL on the raw attribute
-vectors is the baseline, tuned both honestly (held-out seen classes) and on the unseen test images (oracle).
+is chosen on held-out SEEN classes: `finegrain align` itself chooses its text weight and ridge penalties
+by hiding 20 % of the seen classes (3 folds); the description settings (attribute threshold, name weight)
+are chosen here by splitting the 75 seen species into 60 + 15, aligning on the 60 and scoring the 15's
+train images. Unseen test images are then classified among the 25 unseen species (chance 4 %).
+Descriptions are CUB's class-level attributes turned into weighted phrases (`finegrain.zeroshot.attributes`).
+ESZSL on the attribute vectors is the baseline, on the raw features (the classic method) and on the same
+centred features the alignment uses, each tuned honestly (held-out seen classes) and on the unseen test
+images (oracle).
 """
 from __future__ import annotations
 
@@ -25,21 +28,18 @@ from _common import machine, shared_dataset, write_result
 from finegrain.data.sources import load_data
 from finegrain.embed import embed_samples
 from finegrain.store import EmbeddingCache
-from finegrain.zeroshot.alignment import AlignmentParams, RefineParams
-from finegrain.heads.base import l2_normalise
-from finegrain.zeroshot.attributes import attribute_descriptions, attribute_phrase, read_cub_attributes
+from finegrain.zeroshot.alignment import AlignmentParams, RefineParams, centred, image_centre
+from finegrain.zeroshot.attributes import attribute_descriptions, read_cub_attributes
 from finegrain.zeroshot.build import build_zeroshot, train_alignment
-from finegrain.zeroshot.encoders import get_text_encoder
 from finegrain.zeroshot.eszsl import eszsl_fit, eszsl_scores
 from finegrain.zeroshot.texts import read_templates
 
 SEEDS = (0, 1, 2)
 N_UNSEEN, N_VAL_SEEN = 25, 15
-GRID = {"gamma": (1.0, 10.0, 100.0), "lam": (1e-4, 1e-3, 1e-2), "name_weight": (0.0, 0.2), "min_percent": (10.0,)}
+GRID = {"name_weight": (0.0, 0.2, 0.5), "min_percent": (1.0, 10.0)}
 PROMPT_TEMPERATURES = (0.5, 1.0, 2.0, 4.0, None)  # None: uniform weights
 REFINE_GRID = [RefineParams(t, s) for t in (20.0, 50.0) for s in (0.5, 0.8)]
 ESZSL_GRID = [(g, l) for g in (0.1, 1.0, 10.0, 100.0) for l in (0.01, 0.1, 1.0, 10.0)]
-TEXT_WEIGHTS = (0.5, 1.0, 2.0)  # β of the attribute-text half of the ESZSL signature
 
 
 def class_split(classes: list[str], seed: int, n_out: int) -> tuple[list[str], list[str]]:
@@ -84,9 +84,15 @@ class Data:
 
 
 def align(data: Data, seen: list[str], targets: list[str], hp: dict, templates, **kw):
+    """`finegrain align` on the seen classes' train images; it chooses its own settings unless `params` is given."""
     train, _ = data.images(seen, "train")
     return train_alignment(train, data.descriptions(hp["min_percent"]), classes=targets, templates=templates,
-                           name_weight=hp["name_weight"], params=AlignmentParams(hp["gamma"], hp["lam"]), **kw)
+                           name_weight=hp["name_weight"], **kw)
+
+
+def alignment_params(clf) -> AlignmentParams:
+    """The settings an alignment chose, to reuse them in the secondary studies (adaptation, prompts, GZSL)."""
+    return AlignmentParams(**clf.info["zeroshot"]["alignment"]["params"])
 
 
 def choose(data: Data, seen: list[str], seed: int, grid: dict, templates) -> tuple[dict, float]:
@@ -102,45 +108,39 @@ def choose(data: Data, seen: list[str], seed: int, grid: dict, templates) -> tup
     return best, best_acc
 
 
-def choose_refine(data: Data, seen: list[str], seed: int, hp: dict, templates) -> RefineParams:
+def choose_refine(data: Data, seen: list[str], seed: int, hp: dict, templates, params) -> RefineParams:
     """Adaptation parameters chosen the same way: the 15 held-out seen classes' images act as unlabelled."""
     fit_on, val = class_split(seen, 1000 + seed, N_VAL_SEEN)
     val_emb, val_y = data.images(val, "train")
-    scores = {r: accuracy(align(data, fit_on, val, hp, templates, unlabelled=val_emb.X, refine=r), val_emb.X, val_y)
-              for r in REFINE_GRID}
+    scores = {r: accuracy(align(data, fit_on, val, hp, templates, unlabelled=val_emb.X, refine=r, params=params),
+                          val_emb.X, val_y) for r in REFINE_GRID}
     return max(scores, key=scores.get)
 
 
-def eszsl(data: Data, seen: list[str], unseen: list[str], seed: int, signatures: dict[str, np.ndarray]) -> dict:
-    """ESZSL with class signatures (rows in `data.classes` order): the variant and (γ, λ) chosen on held-out seen
-    classes; also the oracle tuned on the unseen test images, for scale."""
-    def run(fit_on, target, X, y, variant, g, l):
+def eszsl(data: Data, seen: list[str], unseen: list[str], seed: int, centre_features: bool) -> dict:
+    """ESZSL on the attribute vectors: (γ, λ) chosen on held-out seen classes; also the oracle tuned on the
+    unseen test images, for scale. `centre_features`: the alignment's image preparation (power-normalised,
+    centred on the mean seen training image) instead of the raw embeddings."""
+    def run(fit_on, target, X, y, g, l):
         tr, ytr = data.images(fit_on, "train")
-        S = signatures[variant]
+        Xtr = tr.X
+        if centre_features:
+            centre = image_centre(Xtr)
+            Xtr, X = centred(Xtr, centre), centred(X, centre)
+        S = data.attributes
         idx = [data.classes.index(c) for c in fit_on]
         tidx = [data.classes.index(c) for c in target]
-        V = eszsl_fit(tr.X, np.searchsorted(fit_on, ytr), S[idx], g, l)
+        V = eszsl_fit(Xtr, np.searchsorted(fit_on, ytr), S[idx], g, l)
         return float((np.asarray(target, dtype=object)[eszsl_scores(X, V, S[tidx]).argmax(1)] == y).mean())
 
-    grid = [(variant, g, l) for variant in signatures for g, l in ESZSL_GRID]
     fit_on, val = class_split(seen, 1000 + seed, N_VAL_SEEN)
     val_emb, val_y = data.images(val, "train")
-    chosen = max(grid, key=lambda p: run(fit_on, val, val_emb.X, val_y, *p))
+    chosen = max(ESZSL_GRID, key=lambda p: run(fit_on, val, val_emb.X, val_y, *p))
     test, y = data.images(unseen, "test")
-    oracle = {p: run(seen, unseen, test.X, y, *p) for p in grid}
+    oracle = {p: run(seen, unseen, test.X, y, *p) for p in ESZSL_GRID}
     best = max(oracle, key=oracle.get)
     return {"honest": run(seen, unseen, test.X, y, *chosen), "honest_params": list(chosen),
             "oracle_tuned_on_test": oracle[best], "oracle_params": list(best)}
-
-
-def attribute_text_signatures(data: Data) -> dict[str, np.ndarray]:
-    """Each class as [its attribute vector ‖ β · the strength-weighted sum of MiniLM embeddings of the attribute
-    phrases], both halves unit length: the numbers and their meaning side by side."""
-    with EmbeddingCache() as cache:
-        phrases = get_text_encoder("minilm").encode([attribute_phrase(a) for a in data.attr_names], cache=cache)
-    text = l2_normalise(data.attributes @ phrases.astype(np.float64))
-    attrs = l2_normalise(data.attributes)
-    return {f"attributes+text beta={b}": np.hstack([attrs, b * text]) for b in TEXT_WEIGHTS}
 
 
 def gzsl(clf, data: Data, seen: list[str], unseen: list[str]) -> dict:
@@ -153,7 +153,7 @@ def gzsl(clf, data: Data, seen: list[str], unseen: list[str]) -> dict:
     return out
 
 
-def prompt_study(data: Data, seen: list[str], unseen: list[str], hp: dict, seed: int) -> dict:
+def prompt_study(data: Data, seen: list[str], unseen: list[str], hp: dict, seed: int, params) -> dict:
     """Names only (no descriptions): plain prompt vs uniform template ensemble vs label-free weighted ensemble.
 
     The weighting's temperature (None = uniform) is chosen on the 15 held-out seen classes, whose images
@@ -162,14 +162,15 @@ def prompt_study(data: Data, seen: list[str], unseen: list[str], hp: dict, seed:
     birds = read_templates("birds")
     fit_on, val = class_split(seen, 1000 + seed, N_VAL_SEEN)
     val_emb, val_y = data.images(val, "train")
-    val_acc = {t: accuracy(align(data, fit_on, val, hp_names, birds, unlabelled=val_emb.X, prompt_temperature=t),
-                           val_emb.X, val_y) for t in PROMPT_TEMPERATURES}
+    val_acc = {t: accuracy(align(data, fit_on, val, hp_names, birds, unlabelled=val_emb.X, prompt_temperature=t,
+                                 params=params), val_emb.X, val_y) for t in PROMPT_TEMPERATURES}
     temperature = max(PROMPT_TEMPERATURES, key=lambda t: (val_acc[t], t is not None))
     test, y = data.images(unseen, "test")
-    plain = align(data, seen, unseen, hp_names, read_templates("photo"))
-    uniform = align(data, seen, unseen, hp_names, birds)
-    weighted = align(data, seen, unseen, hp_names, birds, unlabelled=test.X, prompt_temperature=temperature)
-    fixed = align(data, seen, unseen, hp_names, birds, unlabelled=test.X, prompt_temperature=1.0)
+    plain = align(data, seen, unseen, hp_names, read_templates("photo"), params=params)
+    uniform = align(data, seen, unseen, hp_names, birds, params=params)
+    weighted = align(data, seen, unseen, hp_names, birds, unlabelled=test.X, prompt_temperature=temperature,
+                     params=params)
+    fixed = align(data, seen, unseen, hp_names, birds, unlabelled=test.X, prompt_temperature=1.0, params=params)
     return {"plain_photo_prompt": accuracy(plain, test.X, y), "uniform_birds_ensemble": accuracy(uniform, test.X, y),
             "weighted_birds_ensemble": accuracy(weighted, test.X, y), "weighting_temperature": temperature,
             "weighted_fixed_temperature_1": accuracy(fixed, test.X, y),
@@ -192,7 +193,6 @@ def main() -> None:
     t0 = time.perf_counter()
     data = Data()
     templates = read_templates("birds")
-    attr_text = attribute_text_signatures(data)
     result = {"dataset": "cub100", "machine": machine(), "backbone": "efficientnet_lite0", "text_encoder": "minilm",
               "protocol": __doc__.split("Protocol")[1].strip(), "grid": {k: list(v) for k, v in GRID.items()},
               "splits": []}
@@ -201,17 +201,19 @@ def main() -> None:
         hp, val_acc = choose(data, seen, seed, GRID, templates)
         test, y = data.images(unseen, "test")
         zsl = align(data, seen, unseen, hp, templates)
-        refine = choose_refine(data, seen, seed, hp, templates)
-        adapted = align(data, seen, unseen, hp, templates, unlabelled=test.X, refine=refine)
+        params = alignment_params(zsl)
+        refine = choose_refine(data, seen, seed, hp, templates, params)
+        adapted = align(data, seen, unseen, hp, templates, unlabelled=test.X, refine=refine, params=params)
         row = {"seed": seed, "unseen": unseen, "chosen": hp, "val_seen_accuracy": val_acc,
+               "alignment_params": params.__dict__,
                "zsl_top1": accuracy(zsl, test.X, y), "zsl_top1_adapted": accuracy(adapted, test.X, y),
                "adapt_params": refine.__dict__,
-               "eszsl": eszsl(data, seen, unseen, seed, {"attributes": data.attributes}),
-               "eszsl_attributes_text": eszsl(data, seen, unseen, seed, attr_text),
-               "gzsl": gzsl(align(data, seen, data.classes, hp, templates), data, seen, unseen),
-               "prompts": prompt_study(data, seen, unseen, hp, seed)}
+               "eszsl": eszsl(data, seen, unseen, seed, centre_features=False),
+               "eszsl_centred_features": eszsl(data, seen, unseen, seed, centre_features=True),
+               "gzsl": gzsl(align(data, seen, data.classes, hp, templates, params=params), data, seen, unseen),
+               "prompts": prompt_study(data, seen, unseen, hp, seed, params)}
         result["splits"].append(row)
-        print(json.dumps({k: row[k] for k in ("seed", "chosen", "zsl_top1", "zsl_top1_adapted", "eszsl", "eszsl_attributes_text", "gzsl",
+        print(json.dumps({k: row[k] for k in ("seed", "chosen", "zsl_top1", "zsl_top1_adapted", "alignment_params", "eszsl", "eszsl_centred_features", "gzsl",
                                                "prompts")}), file=sys.stderr, flush=True)
     result["conse_all_100"] = conse(data)
 
@@ -222,8 +224,9 @@ def main() -> None:
         "zsl_top1": avg(lambda r: r["zsl_top1"]), "zsl_top1_adapted_transductive": avg(lambda r: r["zsl_top1_adapted"]),
         "eszsl_honest": avg(lambda r: r["eszsl"]["honest"]),
         "eszsl_oracle_tuned_on_test": avg(lambda r: r["eszsl"]["oracle_tuned_on_test"]),
-        "eszsl_attributes_text_honest": avg(lambda r: r["eszsl_attributes_text"]["honest"]),
-        "eszsl_attributes_text_oracle_tuned_on_test": avg(lambda r: r["eszsl_attributes_text"]["oracle_tuned_on_test"]),
+        "eszsl_centred_features_honest": avg(lambda r: r["eszsl_centred_features"]["honest"]),
+        "eszsl_centred_features_oracle_tuned_on_test": avg(lambda r: r["eszsl_centred_features"]["oracle_tuned_on_test"]),
+        "zsl_top1_per_split": [r["zsl_top1"] for r in result["splits"]],
         "gzsl_seen": avg(lambda r: r["gzsl"]["seen"]), "gzsl_unseen": avg(lambda r: r["gzsl"]["unseen"]),
         "gzsl_harmonic_mean": avg(lambda r: r["gzsl"]["harmonic_mean"]),
         "names_plain_prompt": avg(lambda r: r["prompts"]["plain_photo_prompt"]),

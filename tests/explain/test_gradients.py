@@ -13,11 +13,13 @@ def _data(seed=0, n=60, d=8, c=3):
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(c, d))
     y = np.repeat(np.arange(c), n // c)
-    X = l2_normalise(centres[y] + 0.8 * rng.normal(size=(n, d))).astype(np.float32)
+    # positive like pooled ReLU features, and away from 0 where the square root has no derivative
+    X = l2_normalise(np.abs(centres[y] + 0.8 * rng.normal(size=(n, d))) + 0.05).astype(np.float32)
     return X, np.array([f"class_{i}" for i in y])
 
 
-@pytest.mark.parametrize("head", [LogisticHead(C=1.0), PrototypeHead()], ids=["logistic", "prototype"])
+@pytest.mark.parametrize("head", [LogisticHead(C=1.0), LogisticHead(C=1.0, power=False), PrototypeHead()],
+                         ids=["logistic", "logistic-no-power", "prototype"])
 @pytest.mark.parametrize("contrast", [False, True])
 def test_analytic_gradient_matches_central_differences(head, contrast):
     X, y = _data()
@@ -29,9 +31,9 @@ def test_analytic_gradient_matches_central_differences(head, contrast):
 
 
 def test_logistic_gradient_is_the_standardised_weight_difference():
-    """For logit_a − logit_b of a linear head the gradient is (w_a − w_b) / scale, whatever the input."""
+    """For logit_a − logit_b of a linear head on raw embeddings the gradient is (w_a − w_b) / scale, whatever the input."""
     X, y = _data(1)
-    head = LogisticHead(C=1.0).fit(X, y)
+    head = LogisticHead(C=1.0, power=False).fit(X, y)
     g = score_gradient(head, X[:2], np.array([0, 0]), np.array([1, 1]))
     expected = (head.coef_[0] - head.coef_[1]) / head.scale_
     assert np.allclose(g, expected[None, :], rtol=1e-5)

@@ -36,6 +36,7 @@ def test_align_then_eval_predict_describe(capsys, tmp_path, bird_files, tiny_tex
     code, _, err = run(capsys, "align", data, "--descriptions", desc, "--classes", classes, "-o", model,
                        "--backbone", "tiny", "--text-encoder", tiny_text_encoder, "--templates", "birds")
     assert code == 0 and "aligned on 24 images of 3 seen classes" in err and "recognises 4 classes" in err
+    assert "3 classes < 6: defaults used" in err  # too few classes to hide some while choosing settings
     clf = Classifier.load(model)
     assert clf.head.name == "zeroshot" and clf.classes == sorted([*TEXT, "white_tern"])
     # only the train split was read: the broken test image never reached alignment

@@ -11,7 +11,7 @@ from finegrain.embed import Embeddings
 from finegrain.errors import ConfigError
 from finegrain.pipeline import Classifier
 from finegrain.zeroshot import head as head_module
-from finegrain.zeroshot.alignment import AlignmentParams, RefineParams
+from finegrain.zeroshot.alignment import AlignmentParams, RefineParams, centred, image_centre
 from finegrain.zeroshot.build import train_alignment
 from finegrain.zeroshot.encoders import get_text_encoder
 from finegrain.zeroshot.texts import ClassDescriptions, Descriptor
@@ -48,14 +48,15 @@ def test_alignment_sees_only_seen_images_and_seen_texts(monkeypatch, tiny_text_e
     calls = []
     real = head_module.fit_projection
 
-    def spy(X, y, class_emb, params):
+    def spy(X, y, class_emb, params, gram=None):
         calls.append((np.array(X), np.array(y), np.array(class_emb)))
-        return real(X, y, class_emb, params)
+        return real(X, y, class_emb, params, gram)
 
     monkeypatch.setattr(head_module, "fit_projection", spy)
     clf = train_alignment(seen_emb, descriptions(), classes=UNSEEN, text_encoder=tiny_text_encoder)
     (X, y, class_emb), = calls
-    np.testing.assert_array_equal(X, seen_emb.X)  # exactly the seen images, nothing else
+    np.testing.assert_allclose(clf.head.centre_, image_centre(seen_emb.X), rtol=1e-6)  # centred on seen images only
+    np.testing.assert_allclose(X, centred(seen_emb.X, clf.head.centre_), rtol=1e-6)  # exactly the seen images
     assert sorted(set(y.tolist())) == [0, 1, 2] and class_emb.shape[0] == len(SEEN)
     # the class vectors it trained against are those of the seen classes' texts alone
     only_seen = ClassDescriptions({k: v for k, v in descriptions().by_class.items() if k.replace(" ", "_") in SEEN})
@@ -66,12 +67,39 @@ def test_alignment_sees_only_seen_images_and_seen_texts(monkeypatch, tiny_text_e
     assert set(clf.info["train_sha256"]) == set(seen_emb.shas)
 
 
-def test_unseen_descriptions_do_not_change_the_learned_projection(tiny_text_encoder):
-    seen_emb = embeddings(SEEN)
-    a = train_alignment(seen_emb, descriptions(("black", "white")), classes=UNSEEN, text_encoder=tiny_text_encoder)
-    b = train_alignment(seen_emb, descriptions(("yellow", "large")), classes=UNSEEN, text_encoder=tiny_text_encoder)
+MANY_SEEN = ["small_finch", "large_jay", "long_tail_warbler", "short_bill_finch", "yellow_bill_jay"]
+MANY_TRAITS = {"small_finch": "small", "large_jay": "large", "long_tail_warbler": "long", "short_bill_finch": "short",
+               "yellow_bill_jay": "yellow"}
+
+
+def many_descriptions(unseen_words=("black", "white")) -> ClassDescriptions:
+    """Eight seen classes (enough to hide some while choosing settings) sharing the trait 'feathers'."""
+    out = descriptions(unseen_words).by_class
+    for c in MANY_SEEN:
+        out[c.replace("_", " ")] = [Descriptor(f"{MANY_TRAITS[c]} feathers", 0.8), Descriptor("small bill", 0.3)]
+    return ClassDescriptions(out)
+
+
+@pytest.mark.parametrize("seen", [SEEN, SEEN + MANY_SEEN], ids=["fixed-settings", "settings-chosen-on-seen"])
+def test_unseen_descriptions_do_not_change_the_learned_projection(seen, tiny_text_encoder):
+    seen_emb = embeddings(seen)
+    a = train_alignment(seen_emb, many_descriptions(("black", "white")), classes=UNSEEN, text_encoder=tiny_text_encoder)
+    b = train_alignment(seen_emb, many_descriptions(("yellow", "large")), classes=UNSEEN, text_encoder=tiny_text_encoder)
     np.testing.assert_array_equal(a.head.projection_, b.head.projection_)
+    assert a.head.vocabulary_ == b.head.vocabulary_ and "black feathers" not in a.head.vocabulary_
+    assert a.info["zeroshot"]["alignment"] == b.info["zeroshot"]["alignment"]  # same settings chosen
     assert not np.allclose(a.head.class_emb_, b.head.class_emb_)  # the unseen classes' texts did change
+    chosen = a.info["zeroshot"]["alignment"]["chosen_on_held_out_seen_classes"]
+    assert ("skipped" in chosen) == (len(seen) < 6)
+
+
+def test_given_settings_are_used_as_given(tiny_text_encoder):
+    params = AlignmentParams(gamma=3.0, lam=0.2, text_weight=0.5)
+    clf = train_alignment(embeddings(SEEN + MANY_SEEN), many_descriptions(), classes=UNSEEN,
+                          text_encoder=tiny_text_encoder, params=params)
+    info = clf.info["zeroshot"]["alignment"]
+    assert info["params"] == params.__dict__ and info["chosen_on_held_out_seen_classes"] is None
+    assert clf.head.text_weight_ == 0.5 and clf.head.vocabulary_ == ["small bill"]  # the one shared phrase
 
 
 def test_seen_descriptions_do_change_the_projection(tiny_text_encoder):

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from finegrain.heads.base import l2_normalise, softmax
-from finegrain.zeroshot.alignment import AlignmentParams, RefineParams, adapted_means, fit_projection, project
+from finegrain.zeroshot.alignment import (AlignmentParams, RefineParams, adapted_means, centred, fit_projection,
+                                          image_centre, project)
+from finegrain.heads.base import power_normalise
 from finegrain.zeroshot.conse import conse_embed
 from finegrain.zeroshot.ensemble import (class_vectors, ensemble_names, mix_coefficients, mix_in, prompt_scores,
                                          prompt_weights, row_contributions, shortlist_scores, top_rows)
@@ -136,4 +138,19 @@ def test_eszsl_and_the_projection_are_the_closed_form():
     np.testing.assert_allclose(eszsl_scores(X, naive, S), X @ naive @ S.T, rtol=1e-6)
     P = fit_projection(X, y, S, AlignmentParams(gamma=2.0, lam=0.5))
     np.testing.assert_allclose(P, naive, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(project(X, P), axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(fit_projection(X, y, S, AlignmentParams(gamma=2.0, lam=0.5), gram=X.T @ X), P, rtol=1e-6)
+    centre = image_centre(X)
+    expected = (centred(X, centre) @ P) / np.linalg.norm(centred(X, centre) @ P, axis=1, keepdims=True)
+    np.testing.assert_allclose(project(X, P, centre), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_image_preparation_is_signed_root_unit_rows_then_centred():
+    X = rng.normal(size=(9, 5))
+    root = np.sign(X) * np.sqrt(np.abs(X))
+    np.testing.assert_allclose(power_normalise(X), root / np.linalg.norm(root, axis=1, keepdims=True), rtol=1e-6)
+    centre = image_centre(X)
+    np.testing.assert_allclose(centre, power_normalise(X).mean(axis=0), rtol=1e-5)
+    Z = centred(X, centre)
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, rtol=1e-6)
+    D = power_normalise(X) - centre
+    np.testing.assert_allclose(Z, D / np.linalg.norm(D, axis=1, keepdims=True), rtol=1e-5)

@@ -58,8 +58,13 @@ def add_align_arguments(p: argparse.ArgumentParser) -> None:
                    help="classes the model should recognise (default: the described classes DATA lacks)")
     _text_options(p)
     p.add_argument("--text-encoder", default="minilm", help="text encoder (default minilm, offline)")
-    p.add_argument("--gamma", type=float, default=10.0, help="ridge penalty on the image side (default 10)")
-    p.add_argument("--lam", type=float, default=1e-3, help="ridge penalty on the text side (default 0.001)")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="ridge penalty on the image side (default: chosen on held-out seen classes)")
+    p.add_argument("--lam", type=float, default=None,
+                   help="ridge penalty on the class-signature side (default: chosen on held-out seen classes)")
+    p.add_argument("--text-weight", type=float, default=None,
+                   help="weight of the sentence embedding beside the shared descriptor terms in a class signature "
+                        "(default: chosen on held-out seen classes)")
     add_common_options(p)
 
 
@@ -147,12 +152,19 @@ def run_align(args: argparse.Namespace) -> int:
     emb = _alignment_embeddings(args)
     build = _common_build(args)
     descriptions = build.pop("descriptions")
+    given = {k: getattr(args, k) for k in ("gamma", "lam", "text_weight") if getattr(args, k) is not None}
     clf = train_alignment(emb, descriptions, classes=read_class_names(args.classes) if args.classes else None,
-                          text_encoder=args.text_encoder, params=AlignmentParams(args.gamma, args.lam),
+                          text_encoder=args.text_encoder, params=AlignmentParams(**given) if len(given) == 3 else None,
+                          choose_from={k: (v,) for k, v in given.items()},
                           unlabelled=_unlabelled_embeddings(args, emb.backbone_id), **build)
     clf.save(args.output)
     a = clf.info["zeroshot"]["alignment"]
-    _info(args, f"aligned on {a['n_train_images']} images of {len(a['trained_on_classes'])} seen classes; "
+    chosen = a["chosen_on_held_out_seen_classes"]
+    how = "given" if chosen is None else chosen.get("skipped") or \
+        f"chosen on held-out seen classes, held-out top-1 {chosen['held_out_top1']:.3f}"
+    _info(args, f"aligned on {a['n_train_images']} images of {len(a['trained_on_classes'])} seen classes with "
+                f"{a['n_terms']} shared descriptor terms; gamma {a['params']['gamma']:g}, lam {a['params']['lam']:g}, "
+                f"text weight {a['params']['text_weight']:g} ({how}); "
                 f"the model recognises {len(clf.classes)} classes → {args.output}")
     return 0
 

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..heads import Head, KNNHead, LogisticHead, PrototypeHead
+from ..heads.base import power_normalise_backward
 
 NUMERIC_STEP = 1e-3
 
@@ -51,8 +52,10 @@ def numeric_score_gradient(head: Head, X: np.ndarray, coef: np.ndarray, step: fl
 
 
 def _logistic_gradient(head: LogisticHead, X: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """logits = ((x − mean) / scale) · Wᵀ + b, so ∂(c · logits)/∂x = (c · W) / scale."""
-    return (coef @ head.coef_.astype(np.float64)) / head.scale_.astype(np.float64)
+    """logits = ((p(x) − mean) / scale) · Wᵀ + b, so ∂(c · logits)/∂p = (c · W) / scale, then back through the
+    power normalisation p when the head uses it."""
+    grad = (coef @ head.coef_.astype(np.float64)) / head.scale_.astype(np.float64)
+    return power_normalise_backward(X, grad) if head.power else grad
 
 
 def _prototype_gradient(head: PrototypeHead, X: np.ndarray, coef: np.ndarray) -> np.ndarray:

@@ -1,6 +1,8 @@
 """Multinomial logistic regression on standardised embeddings ("CNN features off-the-shelf" + a linear model).
 
-The regularisation strength is chosen on a validation split drawn from the training data, never on test.
+Embeddings are power-normalised first (signed square root, unit length; `power=False` turns it off), then
+standardised. The regularisation strength is chosen on a validation split drawn from the training data,
+never on test.
 """
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import Head, stratified_holdout
+from .base import Head, power_normalise, stratified_holdout
 
 DEFAULT_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
@@ -17,12 +19,17 @@ class LogisticHead(Head):
     name = "logistic"
 
     def __init__(self, C: float | None = None, Cs: Sequence[float] = DEFAULT_CS, val_fraction: float = 0.2,
-                 max_iter: int = 300, seed: int = 0) -> None:
+                 max_iter: int = 300, seed: int = 0, power: bool = True) -> None:
         self.C, self.Cs, self.val_fraction, self.max_iter, self.seed = C, tuple(Cs), val_fraction, max_iter, seed
+        self.power = power
 
     def get_params(self) -> dict[str, Any]:
         return {"C": self.C, "Cs": list(self.Cs), "val_fraction": self.val_fraction, "max_iter": self.max_iter,
-                "seed": self.seed}
+                "seed": self.seed, "power": self.power}
+
+    def prepare(self, X: np.ndarray) -> np.ndarray:
+        """What the linear model reads: power-normalised embeddings (or the embeddings, with power=False)."""
+        return power_normalise(X).astype(np.float32) if self.power else np.asarray(X, dtype=np.float32)
 
     def _model(self, C: float):
         from sklearn.linear_model import LogisticRegression
@@ -33,8 +40,9 @@ class LogisticHead(Head):
 
     def fit(self, X, y, X_val=None, y_val=None) -> "LogisticHead":
         X, yi = self._check_fit_input(X, y)
+        X = self.prepare(X)
         if X_val is not None and len(X_val):
-            Xv, yv = np.asarray(X_val, dtype=np.float32), self.encode_labels(np.asarray(y_val))
+            Xv, yv = self.prepare(X_val), self.encode_labels(np.asarray(y_val))
             X_tr, y_tr = X, yi
             X_fit, y_fit = np.concatenate([X, Xv]), np.concatenate([yi, yv])
         else:
@@ -81,7 +89,7 @@ class LogisticHead(Head):
 
     def decision_function(self, X):
         X = self._check_predict_input(X)
-        return self._standardise(X) @ self.coef_.T + self.intercept_
+        return self._standardise(self.prepare(X)) @ self.coef_.T + self.intercept_
 
     def _state(self):
         return ({"C_": self.C_, "validation_": getattr(self, "validation_", [])},

@@ -23,6 +23,8 @@ from .clip import is_vlm_backbone, register_vlm_backbones
 from .encoders import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
 from .ensemble import class_vectors, ensemble_names, mix_coefficients, mix_in, prompt_scores, prompt_weights
 from .head import DESCRIPTOR, IMAGES, NAME, ConseSource, TextRows, ZeroShotHead
+from .selection import choose_alignment_params
+from .terms import shared_terms, with_terms
 from .texts import ClassDescriptions, imagenet_class_names, read_templates, readable_name
 
 log = logging.getLogger("finegrain")
@@ -163,20 +165,25 @@ def build_zeroshot(classes: Sequence[str], *, descriptions: ClassDescriptions | 
         conse = conse_source(backbone, template_list, encoder, cache) if method == "conse" else None
     head = ZeroShotHead(mapping=method, temperature=temperature or 50.0, shortlist=shortlist, conse_top=conse_top,
                         text_encoder=text_encoder)
+
+    def rows_for(template_weights: np.ndarray) -> TextRows:
+        rows = text_rows(classes, E, template_weights, descriptors, D, name_weight, coarse=shortlist > 0)
+        if alignment is None:
+            return rows
+        a = alignment.head
+        return with_terms(rows, getattr(a, "vocabulary_", []), getattr(a, "text_weight_", 1.0))
+
     uniform = np.full(len(template_list), 1.0 / len(template_list))
-    head.set_texts(classes, text_rows(classes, E, uniform, descriptors, D, name_weight, coarse=shortlist > 0),
-                   n_features, conse)
+    head.set_texts(classes, rows_for(uniform), n_features, conse)
     if alignment is not None:
-        head.projection_ = alignment.head.projection_
-        head.trained_on_ = list(getattr(alignment.head, "trained_on_", []))
+        head.adopt_alignment(alignment.head)
         if temperature is None:
             head.temperature = float(alignment.head.temperature)
     weights = uniform
     has_unlabelled = unlabelled is not None and len(unlabelled) > 0
     if has_unlabelled and len(template_list) > 1 and prompt_temperature is not None:
-        weights = prompt_weights(prompt_scores(head.to_text_space(unlabelled), E), prompt_temperature)
-        head.set_texts(classes, text_rows(classes, E, weights, descriptors, D, name_weight, coarse=shortlist > 0),
-                       n_features, conse)
+        weights = prompt_weights(prompt_scores(head.text_part(head.to_text_space(unlabelled)), E), prompt_temperature)
+        head.set_texts(classes, rows_for(weights), n_features, conse)
     if has_unlabelled and refine is not None:
         head.set_texts(classes, with_image_rows(head.rows_, head.to_text_space(unlabelled), refine), n_features, conse)
     info = {"zeroshot": {"method": method, "text_encoder": text_encoder, "templates": template_list,
@@ -195,7 +202,8 @@ def build_zeroshot(classes: Sequence[str], *, descriptions: ClassDescriptions | 
 def train_alignment(train: Sequence[Sample] | Any, descriptions: ClassDescriptions, *,
                     classes: Sequence[str] | None = None, templates: str | Path | Sequence[str] | None = None,
                     backbone: str = DEFAULT_BACKBONE, text_encoder: str = DEFAULT_TEXT_ENCODER,
-                    name_weight: float = DEFAULT_NAME_WEIGHT, params: AlignmentParams = AlignmentParams(),
+                    name_weight: float = DEFAULT_NAME_WEIGHT, params: AlignmentParams | None = None,
+                    choose_from: dict[str, Sequence[float]] | None = None,
                     unlabelled: np.ndarray | None = None, prompt_temperature: float | None = 1.0,
                     refine: RefineParams | None = None, cache_dir: str | Path | None = None,
                     progress: bool = False, **embed_kw: Any) -> Classifier:
@@ -204,7 +212,9 @@ def train_alignment(train: Sequence[Sample] | Any, descriptions: ClassDescriptio
     `train`: the seen classes' training images (Samples, or an `Embeddings`). Only images whose class has
     a description train the projection, and only those classes' texts enter the loss. The returned
     classifier scores `classes` (default: every described class without training images, i.e. the
-    unseen ones; when fewer than two, every described class). `unlabelled`, `prompt_temperature`, `refine`: as in
+    unseen ones; when fewer than two, every described class). `params`: the alignment's settings; None
+    chooses them on held-out seen classes (`choose_alignment_params`), over `choose_from` where given
+    (e.g. {"gamma": (1.0,)} fixes gamma). `unlabelled`, `prompt_temperature`, `refine`: as in
     `build_zeroshot`, applied to the target classes after the alignment is learned."""
     from ..embed import Embeddings, embed_samples
 
@@ -239,13 +249,20 @@ def train_alignment(train: Sequence[Sample] | Any, descriptions: ClassDescriptio
         E = embed_prompts(described_seen, template_list, encoder, cache)
         D = embed_descriptors(descriptors_for(described_seen, descriptions), encoder, cache)
     uniform = np.full(len(template_list), 1.0 / len(template_list))
+    rows = text_rows(described_seen, E, uniform, descriptors_for(described_seen, descriptions), D, name_weight)
+    labels = np.asarray(train_emb.labels, dtype=object)
+    selection = None
+    if params is None:
+        y = np.searchsorted(np.asarray(described_seen, dtype=object), labels)
+        params, selection = choose_alignment_params(train_emb.X, y, rows, choose_from)
     seen_head = ZeroShotHead(mapping="linear", text_encoder=text_encoder)
-    seen_head.set_texts(described_seen, text_rows(described_seen, E, uniform,
-                                                  descriptors_for(described_seen, descriptions), D, name_weight), bb_dim)
-    seen_head.fit(train_emb.X, np.asarray(train_emb.labels, dtype=object), params=params)
+    seen_head.vocabulary_, seen_head.text_weight_ = shared_terms(rows), params.text_weight
+    seen_head.set_texts(described_seen, with_terms(rows, seen_head.vocabulary_, params.text_weight), bb_dim)
+    seen_head.fit(train_emb.X, labels, params=params)
     alignment = Classifier(seen_head, train_emb.backbone_id, train_emb.preprocess, train_emb.cache_key)
     alignment.info = {"alignment": {"trained_on_classes": described_seen, "n_train_images": len(train_emb.samples),
-                                    "params": params.__dict__, "name_weight": name_weight,
+                                    "params": params.__dict__, "chosen_on_held_out_seen_classes": selection,
+                                    "n_terms": len(seen_head.vocabulary_), "name_weight": name_weight,
                                     "train_sha256": sorted(set(train_emb.shas))}}
     clf = build_zeroshot(targets, descriptions=descriptions, templates=template_list, alignment=alignment,
                          name_weight=name_weight, unlabelled=unlabelled, prompt_temperature=prompt_temperature,

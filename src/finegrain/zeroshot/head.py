@@ -2,7 +2,9 @@
 
 Images are first placed in the text space — as they are (`identity`: CLIP-family backbones), through a
 learned projection (`linear`: `finegrain align`), or through the backbone's ImageNet classifier (`conse`) —
-then compared with class vectors built from names, prompt templates and descriptions. Everything scoring
+then compared with class vectors built from names, prompt templates and descriptions. An aligned head's
+space is the signature space: descriptor terms shared by the seen classes, then the text space
+(`finegrain.zeroshot.terms`). Everything scoring
 needs is saved as arrays + JSON; no text encoder runs at prediction time.
 """
 from __future__ import annotations
@@ -14,12 +16,13 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..heads.base import Head, l2_normalise
-from .alignment import AlignmentParams, fit_projection, project
+from .alignment import AlignmentParams, centred, fit_projection, image_centre, project
 from .clip import is_vlm_backbone, register_vlm_backbones
 from .conse import conse_embed
 from .ensemble import class_vectors, row_contributions, shortlist_scores, top_rows
 
 MAPPINGS = ("identity", "linear", "conse")
+ALIGNMENT_STATE = ("projection_", "centre_", "trained_on_", "vocabulary_", "text_weight_")
 NAME, DESCRIPTOR, IMAGES = 0, 1, 2
 
 
@@ -94,18 +97,24 @@ class ZeroShotHead(Head):
             if not hasattr(self, "projection_"):
                 raise ConfigError("this linear zero-shot head has no alignment yet", expected="a fitted projection",
                                   found="none", fix="train it with `finegrain align` (or head.fit on seen classes)")
-            return project(X, self.projection_)
+            return project(X, self.projection_, self.centre_)
         if self.mapping == "conse":
             c = self.conse_
             return conse_embed(X, c.weight, c.bias, c.scale, c.label_emb, self.conse_top)
         return l2_normalise(X).astype(np.float32)
+
+    def text_part(self, U: np.ndarray) -> np.ndarray:
+        """The sentence-embedding half of signature-space vectors (all of U when there are no terms), unit length:
+        what plain prompt embeddings compare with."""
+        n_terms = len(getattr(self, "vocabulary_", ()))
+        return l2_normalise(U[:, n_terms:]) if n_terms else U
 
     def similarities(self, X: np.ndarray) -> np.ndarray:
         """(N, C) cosine of each image with each class vector (after retrieve-then-rescore when shortlisting)."""
         U = self.to_text_space(X)
         S = U @ self.class_emb_.T
         if self.shortlist and self.rows_.coarse is not None and self.shortlist < len(self.classes_):
-            S = shortlist_scores(U @ self.rows_.coarse.T, S, self.shortlist)
+            S = shortlist_scores(self.text_part(U) @ self.rows_.coarse.T, S, self.shortlist)
         return S
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
@@ -114,8 +123,8 @@ class ZeroShotHead(Head):
     # --- fitting: the bag-level alignment ---------------------------------------------------------------
     def fit(self, X, y, X_val=None, y_val=None, params: AlignmentParams | None = None) -> "ZeroShotHead":
         """Learn what labels can teach: the projection (mapping 'linear') from images of the classes in y,
-        each paired with its own class vector; the softmax runs over those classes only, so classes absent
-        from y never take part. Then the temperature, on (X_val, y_val) when given."""
+        each paired with its own class vector; only those classes take part, so classes absent from y never
+        reach training. Then the temperature, on (X_val, y_val) when given."""
         from ..heads.prototype import fit_temperature
 
         if not hasattr(self, "class_emb_"):
@@ -125,8 +134,9 @@ class ZeroShotHead(Head):
         yi = self.encode_labels(np.asarray(y, dtype=object))
         if self.mapping == "linear":
             seen = np.unique(yi)
-            self.projection_ = fit_projection(X, np.searchsorted(seen, yi), self.class_emb_[seen],
-                                              params or AlignmentParams())
+            self.centre_ = image_centre(X)
+            self.projection_ = fit_projection(centred(X, self.centre_), np.searchsorted(seen, yi),
+                                              self.class_emb_[seen], params or AlignmentParams())
             self.trained_on_ = [str(self.classes_[i]) for i in seen]
         if X_val is not None and len(X_val):
             X, yi = np.asarray(X_val, dtype=np.float32), self.encode_labels(np.asarray(y_val, dtype=object))
@@ -148,10 +158,14 @@ class ZeroShotHead(Head):
                         None if r.coarse is None else r.coarse[idx])
         head = ZeroShotHead(**self.get_params())
         head.set_texts(classes, rows, self.n_features_in_, getattr(self, "conse_", None))
-        for attr in ("projection_", "trained_on_"):
-            if hasattr(self, attr):
-                setattr(head, attr, getattr(self, attr))
-        return head
+        return head.adopt_alignment(self)
+
+    def adopt_alignment(self, other: "ZeroShotHead") -> "ZeroShotHead":
+        """Take over another head's learned alignment (projection, image centre, seen classes, terms)."""
+        for attr in ALIGNMENT_STATE:
+            if hasattr(other, attr):
+                setattr(self, attr, getattr(other, attr))
+        return self
 
     # --- explanation ------------------------------------------------------------------------------------
     def explain(self, X: np.ndarray, k: int = 3) -> list[dict[str, Any]]:
@@ -177,8 +191,10 @@ class ZeroShotHead(Head):
             arrays["coarse"] = r.coarse
         values: dict[str, Any] = {"texts": list(r.texts)}
         if hasattr(self, "projection_"):
-            arrays["projection"] = self.projection_
+            arrays.update(projection=self.projection_, centre=self.centre_)
             values["trained_on"] = list(getattr(self, "trained_on_", []))
+            values["vocabulary"] = list(getattr(self, "vocabulary_", []))
+            values["text_weight"] = float(getattr(self, "text_weight_", 1.0))
         if self.mapping == "conse":
             arrays.update(conse_weight=self.conse_.weight, conse_bias=self.conse_.bias,
                           conse_label_emb=self.conse_.label_emb)
@@ -195,5 +211,7 @@ class ZeroShotHead(Head):
         classes, n = list(self.classes_), self.n_features_in_
         self.set_texts(classes, rows, n, conse)
         if "projection" in arrays:
-            self.projection_ = arrays["projection"]
+            self.projection_, self.centre_ = arrays["projection"], arrays["centre"]
             self.trained_on_ = list(values.get("trained_on", []))
+            self.vocabulary_ = list(values.get("vocabulary", []))
+            self.text_weight_ = float(values.get("text_weight", 1.0))
