@@ -11,11 +11,11 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .backbones import Backbone, get_backbone
+from .backbones import Backbone, CompositeBackbone, get_backbone
 from .backbones.onnx_runtime import default_runtime, resolve_runtime
 from .data.images import DEFAULT_MAX_PIXELS, file_sha256, load_rgb
 from .data.samples import Sample
@@ -102,7 +102,7 @@ def _onnx_dir(cache: EmbeddingCache | None) -> Path:
     return (cache.directory if cache is not None else default_cache_dir()) / "onnx"
 
 
-def embed_samples(samples: Sequence[Sample], backbone: str | Backbone = "efficientnet_lite0", *,
+def embed_samples(samples: Sequence[Sample], backbone: str | Backbone | CompositeBackbone = "efficientnet_lite0", *,
                   cache: EmbeddingCache | None = None, batch_size: int = 32, workers: int = 2,
                   max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = True,
                   desc: str = "embedding", runtime: str | None = None) -> Embeddings:
@@ -111,9 +111,13 @@ def embed_samples(samples: Sequence[Sample], backbone: str | Backbone = "efficie
     `runtime` picks what runs the network: 'onnx' (ONNX Runtime, exported once and cached next to the
     embedding cache), 'torch' (eager PyTorch, the reference) or 'auto' (onnx when available); None means the
     process default (`--runtime`, FINEGRAIN_RUNTIME, else auto). Both give the same embeddings (cosine ≥ 0.999,
-    checked at export) and share one cache key.
+    checked at export) and share one cache key. A combined backbone ('a+b') embeds with each member (and its
+    cache entries) and joins the rows.
     """
     bb = get_backbone(backbone) if isinstance(backbone, str) else backbone
+    if isinstance(bb, CompositeBackbone):
+        return _embed_composite(samples, bb, cache=cache, batch_size=batch_size, workers=workers,
+                                max_pixels=max_pixels, progress=progress, desc=desc, runtime=runtime)
     key = bb.cache_key
     vectors: dict[str, np.ndarray] = {}
     bad: dict[str, str] = {}
@@ -154,6 +158,23 @@ def embed_samples(samples: Sequence[Sample], backbone: str | Backbone = "efficie
     return Embeddings(X=X, samples=[samples[i] for i in kept], shas=[hashed[i] for i in kept],
                       backbone_id=bb.id, cache_key=key, preprocess=bb.preprocess.to_dict(), errors=errors,
                       n_computed=len(todo) - len(bad), n_cached=n_cached)
+
+
+def _embed_composite(samples: Sequence[Sample], bb: CompositeBackbone, desc: str, **kw: Any) -> Embeddings:
+    """Each member embeds every sample (through its own cache entries); rows are joined per image. An image
+    any member could not read is an error for the whole, reported once."""
+    parts = [embed_samples(samples, m, desc=f"{desc} ({m.id})", **kw) for m in bb.members]
+    rows = [dict(zip(p.shas, p.X)) for p in parts]
+    errors = {e.path: e for p in parts for e in p.errors}
+    kept = [i for i, h in enumerate(parts[0].shas) if all(h in r for r in rows)]  # the rest have error records
+    shas = [parts[0].shas[i] for i in kept]
+    scale = 1.0 / np.sqrt(len(parts))
+    X = np.hstack([np.stack([r[h] for h in shas]) if shas else np.zeros((0, m.embed_dim), dtype=np.float32)
+                   for r, m in zip(rows, bb.members)]) * scale
+    return Embeddings(X=X.astype(np.float32), samples=[parts[0].samples[i] for i in kept], shas=shas,
+                      backbone_id=bb.id, cache_key=bb.cache_key, preprocess=bb.preprocess.to_dict(),
+                      errors=[errors[str(s.path)] for s in samples if str(s.path) in errors],
+                      n_computed=max(p.n_computed for p in parts), n_cached=min(p.n_cached for p in parts))
 
 
 EMBEDDINGS_FORMAT = "finegrain-embeddings/1"

@@ -1,4 +1,5 @@
-"""Backbone registry. A backbone id is one string: `efficientnet_lite0`, `tiny`, or `family:argument`."""
+"""Backbone registry. A backbone id is one string: `efficientnet_lite0`, `tiny`, `family:argument`, or several
+of those joined by '+' (their embeddings side by side, `composite.py`)."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -7,6 +8,7 @@ from typing import Callable
 from ..errors import ConfigError
 from ..registry import Registry
 from .base import Backbone, Preprocess
+from .composite import SEPARATOR, CompositeBackbone, member_ids
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 BACKBONES: Registry[Callable[[str], Backbone]] = Registry("backbone")
@@ -38,9 +40,11 @@ def parse_backbone_id(backbone_id: str) -> tuple[str, str | None]:
     return (family, arg) if sep else (family, None)
 
 
-@lru_cache(maxsize=4)
-def get_backbone(backbone_id: str = DEFAULT_BACKBONE) -> Backbone:
+@lru_cache(maxsize=8)
+def get_backbone(backbone_id: str = DEFAULT_BACKBONE) -> Backbone | CompositeBackbone:
     """Build (once per process) the backbone named by `backbone_id`."""
+    if SEPARATOR in str(backbone_id):
+        return CompositeBackbone([get_backbone(m) for m in member_ids(backbone_id)])
     family, _ = parse_backbone_id(backbone_id)
     return BACKBONES.get(family)(backbone_id)
 
@@ -49,4 +53,4 @@ def list_backbones() -> list[str]:
     return BACKBONES.names()
 
 
-__all__ = ["Backbone", "Preprocess", "DEFAULT_BACKBONE", "get_backbone", "list_backbones", "parse_backbone_id"]
+__all__ = ["Backbone", "CompositeBackbone", "Preprocess", "DEFAULT_BACKBONE", "get_backbone", "list_backbones", "parse_backbone_id"]

@@ -228,6 +228,8 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     from ..backbones import DEFAULT_BACKBONE, list_backbones
     for name in list_backbones():
         print(name + ("  (default)" if name == DEFAULT_BACKBONE else ""))
+    print("join ids with '+' to use several side by side, e.g. efficientnet_lite0+efficientnet_lite2 "
+          "(more accurate, slower, no Grad-CAM)", file=sys.stderr)
     return 0
 
 

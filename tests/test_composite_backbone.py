@@ -1,0 +1,54 @@
+"""Backbones side by side ('a+b'): joined unit embeddings, members' cache entries reused, whole pipeline works."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from finegrain.backbones import get_backbone
+from finegrain.data.sources import load_data
+from finegrain.embed import embed_samples
+from finegrain.errors import ConfigError
+from finegrain.pipeline import Classifier
+from finegrain.store import EmbeddingCache
+
+PAIR = "tiny+tiny:24"
+
+
+def test_joined_embedding_is_the_scaled_concatenation_of_the_members(split_folder, tmp_path):
+    (split_folder / "train" / "red_finch" / "broken.png").write_bytes(b"not an image")
+    samples = load_data(split_folder).samples
+    with EmbeddingCache(tmp_path / "c") as cache:
+        a = embed_samples(samples, "tiny", cache=cache, progress=False)
+        joined = embed_samples(samples, PAIR, cache=cache, progress=False)
+        b = embed_samples(samples, "tiny:24", cache=cache, progress=False)
+        again = embed_samples(samples, PAIR, cache=cache, progress=False)
+    assert joined.X.shape == (len(samples) - 1, 16 + 24) and joined.backbone_id == PAIR
+    np.testing.assert_allclose(joined.X, np.hstack([a.X, b.X]) / np.sqrt(2), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(joined.X, axis=1), 1.0, rtol=1e-5)
+    assert [e.path for e in joined.errors] == [str(split_folder / "train" / "red_finch" / "broken.png")]
+    n = len(samples) - 1
+    assert (joined.n_computed, joined.n_cached) == (n, 0)  # only the second member had work to do...
+    assert b.n_computed == 0 and (again.n_computed, again.n_cached) == (0, n)  # ...and cached it for everyone
+    assert joined.cache_key not in (a.cache_key, b.cache_key)
+    assert joined.preprocess == {"members": [a.preprocess, b.preprocess]}
+
+
+@pytest.mark.parametrize("bad", ["tiny+tiny", "tiny+", "tiny:wide"])
+def test_bad_combined_ids_are_refused(bad):
+    with pytest.raises(ConfigError):
+        get_backbone(bad)
+
+
+def test_fit_predict_and_explain_with_a_combined_backbone(capsys, split_folder, tmp_path):
+    model = tmp_path / "m"
+    code, _, _ = run_cli(capsys, "fit", split_folder, "-o", model, "--backbone", PAIR, "-q")
+    assert code == 0
+    clf = Classifier.load(model)
+    assert clf.backbone_id == PAIR and clf.head.n_features_in_ == 40
+    code, out, _ = run_cli(capsys, "eval", model, split_folder, "--format", "json", "-q")
+    assert code == 0 and json.loads(out)["top1"] > 0.9
+    code, _, err = run_cli(capsys, "explain", model, split_folder / "test" / "blue_jay" / "00.png", "-o", tmp_path / "x")
+    assert code == 2 and "no differentiable conv feature map" in err
