@@ -104,6 +104,9 @@ def test_hf_clip_backbone_and_text_tower(capsys, tmp_path, split_folder, tiny_cl
         tmp_path / "clip2", "-q")
     with EmbeddingCache(isolated_cache) as cache:
         assert cache.count(key) == n_texts  # the rebuild computed no new text embedding
+    # the image tower is a backbone like any other: a linear head on it, in a fresh process state
+    code, _, _ = run(capsys, "fit", split_folder, "--backbone", backbone, "-o", tmp_path / "linear", "-q")
+    assert code == 0 and Classifier.load(tmp_path / "linear").head.n_features_in_ == 8
 
 
 def test_conse_with_the_imagenet_head(capsys, tmp_path, split_folder, tiny_text_encoder):

@@ -11,6 +11,7 @@ from .base import Backbone, Preprocess
 from .composite import SEPARATOR, CompositeBackbone, member_ids
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
+VLM_FAMILIES = ("hf_clip", "open_clip")
 BACKBONES: Registry[Callable[[str], Backbone]] = Registry("backbone")
 
 
@@ -23,9 +24,15 @@ def _register_builtin() -> None:
         from .tiny import load_tiny
         return load_tiny(name)
 
+    def vlm(name: str) -> Backbone:
+        from ..zeroshot.clip import VLMImageBackbone
+        return VLMImageBackbone(name)
+
     for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         BACKBONES.register(name)(lite)
     BACKBONES.register("tiny")(tiny)
+    for family in VLM_FAMILIES:  # image towers of CLIP-family models: `hf_clip:DIR`, `open_clip:ARCH/TAG`
+        BACKBONES.register(family)(vlm)
 
 
 _register_builtin()

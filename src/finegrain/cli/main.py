@@ -225,9 +225,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
-    from ..backbones import DEFAULT_BACKBONE, list_backbones
+    from ..backbones import DEFAULT_BACKBONE, VLM_FAMILIES, list_backbones
+    needs = {"hf_clip": ":DIR  (a Hugging Face CLIP-family model folder; pip install 'finegrain[clip]')",
+             "open_clip": ":ARCH/TAG  (an open_clip model; needs open_clip and its weights)"}
     for name in list_backbones():
-        print(name + ("  (default)" if name == DEFAULT_BACKBONE else ""))
+        print(name + ("  (default)" if name == DEFAULT_BACKBONE else needs[name] if name in VLM_FAMILIES else ""))
     print("join ids with '+' to use several side by side, e.g. efficientnet_lite0+efficientnet_lite2 "
           "(more accurate, slower, no Grad-CAM)", file=sys.stderr)
     return 0

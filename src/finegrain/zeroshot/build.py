@@ -19,7 +19,7 @@ from ..errors import ConfigError, DataError
 from ..pipeline import Classifier
 from ..store import EmbeddingCache
 from .alignment import AlignmentParams, RefineParams, adapted_means
-from .clip import is_vlm_backbone, register_vlm_backbones
+from .clip import is_vlm_backbone
 from .encoders import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
 from .ensemble import class_vectors, ensemble_names, mix_coefficients, mix_in, prompt_scores, prompt_weights
 from .head import DESCRIPTOR, IMAGES, NAME, ConseSource, TextRows, ZeroShotHead
@@ -143,7 +143,6 @@ def build_zeroshot(classes: Sequence[str], *, descriptions: ClassDescriptions | 
     prompt_temperature None) and, with `refine`, to adapt the class vectors to them (transductive).
     `shortlist` > 0: vocabulary-free mode — retrieve that many candidates with one prompt, then re-score them."""
     t0 = time.perf_counter()
-    register_vlm_backbones()
     classes = sorted(classes)  # heads keep classes_ sorted (labels are encoded by binary search)
     if alignment is not None:
         backbone = alignment.backbone_id
@@ -219,7 +218,6 @@ def train_alignment(train: Sequence[Sample] | Any, descriptions: ClassDescriptio
     from ..embed import Embeddings, embed_samples
 
     t0 = time.perf_counter()
-    register_vlm_backbones()
     if isinstance(train, Embeddings):
         emb = train
     else:

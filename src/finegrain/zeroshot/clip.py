@@ -165,14 +165,5 @@ def clip_text_encoder(vlm_id: str) -> VLMTextEncoder:
 
 
 def is_vlm_backbone(backbone_id: str) -> bool:
-    return backbone_id.partition(":")[0] in {"hf_clip", "open_clip"}
-
-
-def register_vlm_backbones() -> None:
-    """Make `hf_clip:…` and `open_clip:…` known to the backbone registry; called when a CLIP-family zero-shot
-    model is built or loaded (families need an argument, so they are not listed as plain backbones)."""
-    from ..backbones import BACKBONES
-
-    for family in ("hf_clip", "open_clip"):
-        if family not in BACKBONES:
-            BACKBONES.register(family)(VLMImageBackbone)
+    from ..backbones import VLM_FAMILIES
+    return backbone_id.partition(":")[0] in VLM_FAMILIES

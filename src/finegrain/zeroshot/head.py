@@ -17,7 +17,6 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..heads.base import Head, l2_normalise
 from .alignment import AlignmentParams, centred, fit_projection, image_centre, project
-from .clip import is_vlm_backbone, register_vlm_backbones
 from .conse import conse_embed
 from .ensemble import class_vectors, row_contributions, shortlist_scores, top_rows
 
@@ -81,8 +80,6 @@ class ZeroShotHead(Head):
                 raise ConfigError("a ConSE head needs its source classifier", expected="a ConseSource",
                                   found="none", fix="build it with finegrain.zeroshot.build_zeroshot")
             self.conse_ = conse
-        elif self.mapping == "identity" and is_vlm_backbone(self.text_encoder):
-            register_vlm_backbones()  # a loaded CLIP-family model must find its backbone at predict time
         if self.mapping == "identity" and rows.row_emb.shape[1] != n_features:
             raise DataError("image and text embeddings live in different spaces",
                             expected=f"{n_features}-d text embeddings (same model as the images)",
