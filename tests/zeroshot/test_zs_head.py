@@ -93,6 +93,18 @@ def test_unseen_descriptions_do_not_change_the_learned_projection(seen, tiny_tex
     assert ("skipped" in chosen) == (len(seen) < 6)
 
 
+def test_seen_classes_among_the_targets_get_a_penalty_chosen_and_saved(tmp_path, tiny_text_encoder):
+    seen = SEEN + MANY_SEEN
+    clf = train_alignment(embeddings(seen), many_descriptions(), classes=seen + UNSEEN, text_encoder=tiny_text_encoder)
+    info = clf.info["zeroshot"]["alignment"]
+    assert info["seen_penalty_choice"] is not None and clf.head.seen_penalty_ == info["seen_penalty"]
+    assert clf.head.seen_mask().sum() == len(seen)
+    loaded = Classifier.load(clf.save(tmp_path / "m"))
+    assert loaded.head.seen_penalty_ == clf.head.seen_penalty_
+    only_new = train_alignment(embeddings(seen), many_descriptions(), classes=UNSEEN, text_encoder=tiny_text_encoder)
+    assert only_new.info["zeroshot"]["alignment"]["seen_penalty_choice"] is None  # nothing seen competes
+
+
 def test_given_settings_are_used_as_given(tiny_text_encoder):
     params = AlignmentParams(gamma=3.0, lam=0.2, text_weight=0.5)
     clf = train_alignment(embeddings(SEEN + MANY_SEEN), many_descriptions(), classes=UNSEEN,

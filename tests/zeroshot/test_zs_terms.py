@@ -9,7 +9,8 @@ from finegrain.zeroshot.alignment import AlignmentParams
 from finegrain.zeroshot.build import text_rows
 from finegrain.zeroshot.ensemble import class_vectors
 from finegrain.zeroshot.head import NAME, ZeroShotHead
-from finegrain.zeroshot.selection import ALIGNMENT_GRID, choose_alignment_params, held_out_class_folds
+from finegrain.zeroshot.selection import (ALIGNMENT_GRID, choose_alignment_params, choose_seen_penalty,
+                                          held_out_class_folds)
 from finegrain.zeroshot.terms import shared_terms, with_terms
 from finegrain.zeroshot.texts import Descriptor
 
@@ -132,3 +133,28 @@ def test_too_few_classes_to_hide_any_falls_back_to_defaults(caplog):
     params, report = choose_alignment_params(X, y, rows)
     assert params == AlignmentParams() and "skipped" in report
     assert "too few" in caplog.text
+
+
+def test_seen_penalty_is_subtracted_from_the_seen_classes_only():
+    classes, rows, X, y = attribute_world(8)
+    head = aligned_head(classes, rows, X, y, np.arange(5), shared_terms(rows, np.arange(5)))
+    assert list(head.seen_mask()) == [True] * 5 + [False] * 3
+    before = head.similarities(X[:6])
+    head.seen_penalty_ = 0.07
+    np.testing.assert_allclose(before - head.similarities(X[:6]), np.tile([0.07] * 5 + [0.0] * 3, (6, 1)), atol=1e-6)
+
+
+def test_seen_penalty_is_chosen_by_held_out_harmonic_mean():
+    _, rows, X, y = attribute_world(20, seed=2, text_informative=True)
+    penalty, report = choose_seen_penalty(X, y, rows, AlignmentParams(gamma=1.0, lam=0.1), penalties=(0.0, 0.05, 0.1))
+    scores = {c["seen_penalty"]: c["held_out_harmonic_mean"] for c in report["candidates"]}
+    assert set(scores) == {0.0, 0.05, 0.1} and scores[penalty] == max(scores.values()) == report["held_out_harmonic_mean"]
+    assert choose_seen_penalty(X[y < 4], y[y < 4], with_classes(rows, 4), AlignmentParams())[0] == 0.0  # too few
+
+
+def with_classes(rows, n):
+    """The rows of the first n classes only."""
+    from finegrain.zeroshot.head import TextRows
+    keep = rows.row_class < n
+    return TextRows([t for t, k in zip(rows.texts, keep) if k], rows.row_class[keep], rows.row_kind[keep],
+                    rows.row_emb[keep], rows.coef[keep])

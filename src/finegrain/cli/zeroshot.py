@@ -65,6 +65,9 @@ def add_align_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-weight", type=float, default=None,
                    help="weight of the sentence embedding beside the shared descriptor terms in a class signature "
                         "(default: chosen on held-out seen classes)")
+    p.add_argument("--seen-penalty", type=float, default=None,
+                   help="subtracted from the cosine of the labelled classes when --classes mixes them with new ones "
+                        "(default: chosen on held-out seen classes; 0 turns it off)")
     add_common_options(p)
 
 
@@ -155,7 +158,7 @@ def run_align(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in ("gamma", "lam", "text_weight") if getattr(args, k) is not None}
     clf = train_alignment(emb, descriptions, classes=read_class_names(args.classes) if args.classes else None,
                           text_encoder=args.text_encoder, params=AlignmentParams(**given) if len(given) == 3 else None,
-                          choose_from={k: (v,) for k, v in given.items()},
+                          choose_from={k: (v,) for k, v in given.items()}, seen_penalty=args.seen_penalty,
                           unlabelled=_unlabelled_embeddings(args, emb.backbone_id), **build)
     clf.save(args.output)
     a = clf.info["zeroshot"]["alignment"]
@@ -165,7 +168,8 @@ def run_align(args: argparse.Namespace) -> int:
     _info(args, f"aligned on {a['n_train_images']} images of {len(a['trained_on_classes'])} seen classes with "
                 f"{a['n_terms']} shared descriptor terms; gamma {a['params']['gamma']:g}, lam {a['params']['lam']:g}, "
                 f"text weight {a['params']['text_weight']:g} ({how}); "
-                f"the model recognises {len(clf.classes)} classes → {args.output}")
+                + (f"seen-class penalty {a['seen_penalty']:g}; " if a["seen_penalty"] else "")
+                + f"the model recognises {len(clf.classes)} classes → {args.output}")
     return 0
 
 

@@ -23,7 +23,7 @@ from .clip import is_vlm_backbone
 from .encoders import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
 from .ensemble import class_vectors, ensemble_names, mix_coefficients, mix_in, prompt_scores, prompt_weights
 from .head import DESCRIPTOR, IMAGES, NAME, ConseSource, TextRows, ZeroShotHead
-from .selection import choose_alignment_params
+from .selection import choose_alignment_params, choose_seen_penalty
 from .terms import shared_terms, with_terms
 from .texts import ClassDescriptions, imagenet_class_names, read_templates, readable_name
 
@@ -202,7 +202,7 @@ def train_alignment(train: Sequence[Sample] | Any, descriptions: ClassDescriptio
                     classes: Sequence[str] | None = None, templates: str | Path | Sequence[str] | None = None,
                     backbone: str = DEFAULT_BACKBONE, text_encoder: str = DEFAULT_TEXT_ENCODER,
                     name_weight: float = DEFAULT_NAME_WEIGHT, params: AlignmentParams | None = None,
-                    choose_from: dict[str, Sequence[float]] | None = None,
+                    choose_from: dict[str, Sequence[float]] | None = None, seen_penalty: float | None = None,
                     unlabelled: np.ndarray | None = None, prompt_temperature: float | None = 1.0,
                     refine: RefineParams | None = None, cache_dir: str | Path | None = None,
                     progress: bool = False, **embed_kw: Any) -> Classifier:
@@ -213,7 +213,9 @@ def train_alignment(train: Sequence[Sample] | Any, descriptions: ClassDescriptio
     classifier scores `classes` (default: every described class without training images, i.e. the
     unseen ones; when fewer than two, every described class). `params`: the alignment's settings; None
     chooses them on held-out seen classes (`choose_alignment_params`), over `choose_from` where given
-    (e.g. {"gamma": (1.0,)} fixes gamma). `unlabelled`, `prompt_temperature`, `refine`: as in
+    (e.g. {"gamma": (1.0,)} fixes gamma). `seen_penalty`: subtracted from the cosine of the labelled classes
+    when they compete with new ones; None chooses it on held-out seen classes whenever `classes` includes
+    labelled ones (generalised zero-shot). `unlabelled`, `prompt_temperature`, `refine`: as in
     `build_zeroshot`, applied to the target classes after the alignment is learned."""
     from ..embed import Embeddings, embed_samples
 
@@ -249,17 +251,21 @@ def train_alignment(train: Sequence[Sample] | Any, descriptions: ClassDescriptio
     uniform = np.full(len(template_list), 1.0 / len(template_list))
     rows = text_rows(described_seen, E, uniform, descriptors_for(described_seen, descriptions), D, name_weight)
     labels = np.asarray(train_emb.labels, dtype=object)
-    selection = None
+    y = np.searchsorted(np.asarray(described_seen, dtype=object), labels)
+    selection = penalty_choice = None
     if params is None:
-        y = np.searchsorted(np.asarray(described_seen, dtype=object), labels)
         params, selection = choose_alignment_params(train_emb.X, y, rows, choose_from)
+    if seen_penalty is None and {_key(t) for t in targets} & {_key(c) for c in described_seen}:
+        seen_penalty, penalty_choice = choose_seen_penalty(train_emb.X, y, rows, params)
     seen_head = ZeroShotHead(mapping="linear", text_encoder=text_encoder)
     seen_head.vocabulary_, seen_head.text_weight_ = shared_terms(rows), params.text_weight
+    seen_head.seen_penalty_ = float(seen_penalty or 0.0)
     seen_head.set_texts(described_seen, with_terms(rows, seen_head.vocabulary_, params.text_weight), bb_dim)
     seen_head.fit(train_emb.X, labels, params=params)
     alignment = Classifier(seen_head, train_emb.backbone_id, train_emb.preprocess, train_emb.cache_key)
     alignment.info = {"alignment": {"trained_on_classes": described_seen, "n_train_images": len(train_emb.samples),
                                     "params": params.__dict__, "chosen_on_held_out_seen_classes": selection,
+                                    "seen_penalty": seen_head.seen_penalty_, "seen_penalty_choice": penalty_choice,
                                     "n_terms": len(seen_head.vocabulary_), "name_weight": name_weight,
                                     "train_sha256": sorted(set(train_emb.shas))}}
     clf = build_zeroshot(targets, descriptions=descriptions, templates=template_list, alignment=alignment,

@@ -19,9 +19,10 @@ from ..heads.base import Head, l2_normalise
 from .alignment import AlignmentParams, centred, fit_projection, image_centre, project
 from .conse import conse_embed
 from .ensemble import class_vectors, row_contributions, shortlist_scores, top_rows
+from .texts import readable_name
 
 MAPPINGS = ("identity", "linear", "conse")
-ALIGNMENT_STATE = ("projection_", "centre_", "trained_on_", "vocabulary_", "text_weight_")
+ALIGNMENT_STATE = ("projection_", "centre_", "trained_on_", "vocabulary_", "text_weight_", "seen_penalty_")
 NAME, DESCRIPTOR, IMAGES = 0, 1, 2
 
 
@@ -107,12 +108,22 @@ class ZeroShotHead(Head):
         return l2_normalise(U[:, n_terms:]) if n_terms else U
 
     def similarities(self, X: np.ndarray) -> np.ndarray:
-        """(N, C) cosine of each image with each class vector (after retrieve-then-rescore when shortlisting)."""
+        """(N, C) cosine of each image with each class vector (after retrieve-then-rescore when shortlisting),
+        minus the seen-class penalty for the classes the alignment was trained on (calibrated stacking: an
+        aligned model otherwise answers with a seen class for most images of unseen ones)."""
         U = self.to_text_space(X)
         S = U @ self.class_emb_.T
         if self.shortlist and self.rows_.coarse is not None and self.shortlist < len(self.classes_):
             S = shortlist_scores(self.text_part(U) @ self.rows_.coarse.T, S, self.shortlist)
+        penalty = float(getattr(self, "seen_penalty_", 0.0))
+        if penalty:
+            S = S - penalty * self.seen_mask().astype(S.dtype)
         return S
+
+    def seen_mask(self) -> np.ndarray:
+        """(C,) True for the classes the alignment learnt from (names matched as class files are)."""
+        seen = {readable_name(c).casefold() for c in getattr(self, "trained_on_", [])}
+        return np.asarray([readable_name(str(c)).casefold() in seen for c in self.classes_], dtype=bool)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         return float(self.temperature) * self.similarities(X)
@@ -192,6 +203,7 @@ class ZeroShotHead(Head):
             values["trained_on"] = list(getattr(self, "trained_on_", []))
             values["vocabulary"] = list(getattr(self, "vocabulary_", []))
             values["text_weight"] = float(getattr(self, "text_weight_", 1.0))
+            values["seen_penalty"] = float(getattr(self, "seen_penalty_", 0.0))
         if self.mapping == "conse":
             arrays.update(conse_weight=self.conse_.weight, conse_bias=self.conse_.bias,
                           conse_label_emb=self.conse_.label_emb)
@@ -212,3 +224,4 @@ class ZeroShotHead(Head):
             self.trained_on_ = list(values.get("trained_on", []))
             self.vocabulary_ = list(values.get("vocabulary", []))
             self.text_weight_ = float(values.get("text_weight", 1.0))
+            self.seen_penalty_ = float(values.get("seen_penalty", 0.0))
