@@ -176,9 +176,12 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
     clf.info = {"provenance": clf.provenance(), "training": training,
                 "train_sha256": sorted(set(train_emb.shas) | set(val_emb.shas))}
     if clf_head.name == "prototype":
-        from .fewshot.transductive import params_for_training_set
+        from .fewshot.transductive import params_for_training_set, shipped_params
 
-        clf.info["transductive"] = params_for_training_set(train_emb.X, y_train, seed=seed).to_dict()
+        params = params_for_training_set(train_emb.X, y_train, seed=seed) if shots is not None else shipped_params(
+            "fitted without --shots: transductive EM pays off for few-shot models, so its parameters are learned "
+            "only for them (fit with --shots K)")
+        clf.info["transductive"] = params.to_dict()
     if shots is not None:
         training["shots"] = shots
         if calibrate:

@@ -248,6 +248,12 @@ def _learning_step(X, y, tensors, opt, rng, ways, shots, queries, batch, imbalan
     return float(loss.detach())
 
 
+def shipped_params(why: str) -> EMParams:
+    """DEFAULT_PARAMS, saying why a model uses them instead of parameters learned on its own images."""
+    return EMParams(DEFAULT_PARAMS.log_beta, DEFAULT_PARAMS.gamma, DEFAULT_PARAMS.log_support_weight,
+                    {**DEFAULT_PARAMS.learned_on, "why": why})
+
+
 def params_for_training_set(X: np.ndarray, y: np.ndarray, *, seed: int = 0, iterations: int = 50,
                             batch: int = 16) -> EMParams:
     """Hyper-parameters for a model's `predict --transductive`: learned on episodes of its own training images
@@ -256,7 +262,8 @@ def params_for_training_set(X: np.ndarray, y: np.ndarray, *, seed: int = 0, iter
     The episodes mimic the model's regime: shots about a quarter of the typical class size (1 to 5), up to
     15 queries per class, and as many classes as the model has, up to 50 (parameters learned on 5-way
     episodes made 100-class cub100 predictions worse than inductive; 50-way ones were on par); 50 steps
-    of 16 episodes keep it to seconds.
+    of 16 episodes take seconds on a few-shot training set (about 80 s on all 2,903 cub100 training images,
+    which is why `fit` learns them only for --shots models).
     """
     _, counts = np.unique(np.asarray(y), return_counts=True)
     typical = int(np.median(counts))
@@ -264,9 +271,7 @@ def params_for_training_set(X: np.ndarray, y: np.ndarray, *, seed: int = 0, iter
     queries = min(15, typical - shots)
     ways = min(50, int((counts >= shots + queries).sum()))
     if queries < 1 or ways < 2:
-        return EMParams(DEFAULT_PARAMS.log_beta, DEFAULT_PARAMS.gamma, DEFAULT_PARAMS.log_support_weight,
-                        {**DEFAULT_PARAMS.learned_on, "why": f"too few training images per class ({typical}) "
-                                                             "to learn from: shipped defaults used"})
+        return shipped_params(f"too few training images per class ({typical}) to learn from: shipped defaults used")
     return learn_params(X, y, ways=ways, shots=shots, queries=queries, iterations=iterations, batch=batch, seed=seed)
 
 
