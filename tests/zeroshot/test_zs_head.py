@@ -102,7 +102,9 @@ def test_seen_classes_among_the_targets_get_a_penalty_chosen_and_saved(tmp_path,
     loaded = Classifier.load(clf.save(tmp_path / "m"))
     assert loaded.head.seen_penalty_ == clf.head.seen_penalty_
     only_new = train_alignment(embeddings(seen), many_descriptions(), classes=UNSEEN, text_encoder=tiny_text_encoder)
-    assert only_new.info["zeroshot"]["alignment"]["seen_penalty_choice"] is None  # nothing seen competes
+    assert not only_new.head.seen_mask().any()  # the penalty is kept for later reuse but touches no class here
+    np.testing.assert_allclose(only_new.head.similarities(embeddings(UNSEEN).X),
+                               only_new.head.to_text_space(embeddings(UNSEEN).X) @ only_new.head.class_emb_.T, rtol=1e-6)
 
 
 def test_given_settings_are_used_as_given(tiny_text_encoder):

@@ -66,8 +66,9 @@ def add_align_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of the sentence embedding beside the shared descriptor terms in a class signature "
                         "(default: chosen on held-out seen classes)")
     p.add_argument("--seen-penalty", type=float, default=None,
-                   help="subtracted from the cosine of the labelled classes when --classes mixes them with new ones "
-                        "(default: chosen on held-out seen classes; 0 turns it off)")
+                   help="subtracted from the cosine of the labelled classes when they compete with new ones, here "
+                        "or when the model is reused by `zeroshot --alignment` (default: chosen on held-out seen "
+                        "classes; 0 turns it off)")
     add_common_options(p)
 
 

@@ -214,8 +214,8 @@ def train_alignment(train: Sequence[Sample] | Any, descriptions: ClassDescriptio
     unseen ones; when fewer than two, every described class). `params`: the alignment's settings; None
     chooses them on held-out seen classes (`choose_alignment_params`), over `choose_from` where given
     (e.g. {"gamma": (1.0,)} fixes gamma). `seen_penalty`: subtracted from the cosine of the labelled classes
-    when they compete with new ones; None chooses it on held-out seen classes whenever `classes` includes
-    labelled ones (generalised zero-shot). `unlabelled`, `prompt_temperature`, `refine`: as in
+    when they compete with new ones (generalised zero-shot; no effect on new-only targets); None chooses it on
+    held-out seen classes. `unlabelled`, `prompt_temperature`, `refine`: as in
     `build_zeroshot`, applied to the target classes after the alignment is learned."""
     from ..embed import Embeddings, embed_samples
 
@@ -255,7 +255,7 @@ def train_alignment(train: Sequence[Sample] | Any, descriptions: ClassDescriptio
     selection = penalty_choice = None
     if params is None:
         params, selection = choose_alignment_params(train_emb.X, y, rows, choose_from)
-    if seen_penalty is None and {_key(t) for t in targets} & {_key(c) for c in described_seen}:
+    if seen_penalty is None:  # chosen even for new-only targets: the saved alignment may later score mixed ones
         seen_penalty, penalty_choice = choose_seen_penalty(train_emb.X, y, rows, params)
     seen_head = ZeroShotHead(mapping="linear", text_encoder=text_encoder)
     seen_head.vocabulary_, seen_head.text_weight_ = shared_terms(rows), params.text_weight
