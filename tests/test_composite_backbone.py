@@ -10,7 +10,7 @@ from conftest import run_cli
 from finegrain.backbones import get_backbone
 from finegrain.data.sources import load_data
 from finegrain.embed import embed_samples
-from finegrain.errors import ConfigError
+from finegrain.errors import ConfigError, DataError
 from finegrain.pipeline import Classifier
 from finegrain.store import EmbeddingCache
 
@@ -52,3 +52,38 @@ def test_fit_predict_and_explain_with_a_combined_backbone(capsys, split_folder, 
     assert code == 0 and json.loads(out)["top1"] > 0.9
     code, _, err = run_cli(capsys, "explain", model, split_folder / "test" / "blue_jay" / "00.png", "-o", tmp_path / "x")
     assert code == 2 and "no differentiable conv feature map" in err
+
+
+def _two_block_data(seed=0, n=20):
+    """Two members: block A separates classes 0/1 from 2, block B separates 0 from 1/2."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.array(["a", "b", "c"]), n)
+    A = np.abs(np.where((y == "c")[:, None], 1.0, 0.2) + 0.3 * rng.normal(size=(len(y), 6)))
+    B = np.abs(np.where((y == "a")[:, None], 1.0, 0.2) + 0.3 * rng.normal(size=(len(y), 4)))
+    return np.hstack([A, B]).astype(np.float32), y
+
+
+def test_logistic_blocks_average_the_members_probabilities(tmp_path):
+    from finegrain.heads import LogisticHead, head_from_state
+    from finegrain.heads.base import softmax
+
+    X, y = _two_block_data()
+    head = LogisticHead(C=1.0, blocks=[6, 4]).fit(X, y)
+    a = LogisticHead(C=1.0).fit(X[:, :6], y)
+    b = LogisticHead(C=1.0).fit(X[:, 6:], y)
+    mean = (softmax(a.decision_function(X[:, :6])) + softmax(b.decision_function(X[:, 6:]))) / 2
+    np.testing.assert_allclose(softmax(head.decision_function(X)), mean, rtol=1e-4, atol=1e-6)
+    assert (head.predict(X) == y).mean() > (a.predict(X[:, :6]) == y).mean()  # each member alone is confused
+    loaded = head_from_state(*head.to_state())
+    np.testing.assert_allclose(loaded.decision_function(X), head.decision_function(X), rtol=1e-5)
+    with pytest.raises(DataError):
+        LogisticHead(blocks=[5, 4]).fit(X, y)
+
+
+def test_fit_on_a_combined_backbone_learns_one_logistic_model_per_member(capsys, split_folder, tmp_path):
+    code, _, _ = run_cli(capsys, "fit", split_folder, "-o", tmp_path / "m", "--backbone", PAIR, "-q")
+    head = Classifier.load(tmp_path / "m").head
+    assert code == 0 and head.blocks == [16, 24] and [m.n_features_in_ for m in head.members_] == [16, 24]
+    code, _, _ = run_cli(capsys, "fit", split_folder, "-o", tmp_path / "one", "--backbone", PAIR, "-q",
+                         "--head-param", "blocks=null")
+    assert code == 0 and Classifier.load(tmp_path / "one").head.blocks is None  # one model on the joined rows

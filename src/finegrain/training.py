@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .backbones import DEFAULT_BACKBONE, get_backbone
+from .backbones import DEFAULT_BACKBONE, get_backbone, member_widths
 from .data.health import check_samples, findings_to_json
 from .data.images import DEFAULT_MAX_PIXELS
 from .data.samples import Sample
@@ -157,6 +157,8 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
         raise DataError(f"no labelled training images in {data}", expected="images in class folders or a label column",
                         found="only unlabelled images" if td.n_inputs else "no images",
                         fix="put each class's images in a folder named after the class")
+    if "blocks" in accepted and "blocks" not in params:
+        clf_head.blocks = member_widths(td.read.backbone_id)
     y_train = np.asarray(train_emb.labels, dtype=object)
     val_emb = _val_of_known_classes(_labelled(td.val), set(y_train))
     y_val = np.asarray(val_emb.labels, dtype=object) if val_emb.samples else None

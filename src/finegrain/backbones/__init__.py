@@ -56,8 +56,15 @@ def get_backbone(backbone_id: str = DEFAULT_BACKBONE) -> Backbone | CompositeBac
     return BACKBONES.get(family)(backbone_id)
 
 
+def member_widths(backbone_id: str) -> list[int] | None:
+    """Embedding width of each member of a combined backbone ('a+b'); None for a single backbone."""
+    if SEPARATOR not in str(backbone_id):
+        return None
+    return [m.embed_dim for m in get_backbone(backbone_id).members]
+
+
 def list_backbones() -> list[str]:
     return BACKBONES.names()
 
 
-__all__ = ["Backbone", "CompositeBackbone", "Preprocess", "DEFAULT_BACKBONE", "get_backbone", "list_backbones", "parse_backbone_id"]
+__all__ = ["Backbone", "CompositeBackbone", "Preprocess", "DEFAULT_BACKBONE", "get_backbone", "list_backbones", "member_widths", "parse_backbone_id"]
