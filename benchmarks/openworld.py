@@ -7,7 +7,8 @@ Near-OOD protocol: for each of 3 seeded class splits, 75 % of the species are kn
 images), the rest are unknown; the test images of both are scored. cub100 uses its train/test split; plankton
 (no split in the manifest) is capped at 100 images per class and split 50/50, stratified and seeded.
 The head is the default logistic head (C chosen from C_GRID on held-out train images of the first split, then
-kept for the other splits to save time); temperature and the `auto` threshold come from `calibrate_and_detect`, exactly as
+kept for the other splits to save time; on a combined backbone one model per member, each choosing its C on every
+split, as `fit` does); temperature and the `auto` threshold come from `calibrate_and_detect`, exactly as
 `finegrain fit` does (held-out 20 % of the known train images).
 MixOE "outlier folder" uses the train images of a third of the unknown species as the user's outlier folder and
 is scored on the remaining unknown species only, next to the plain head on that same subset.
@@ -63,7 +64,8 @@ def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict:
     return {"auroc": round(auroc(id_scores, ood_scores), 4), "fpr95": round(fpr_at_tpr(id_scores, ood_scores), 4)}
 
 
-def one_split(X, labels, split, seed: int, with_discovery: bool, C: float | None) -> tuple[dict, dict]:
+def one_split(X, labels, split, seed: int, with_discovery: bool, C: float | None,
+              blocks: list[int] | None = None) -> tuple[dict, dict]:
     """Metrics of one seeded known/unknown class split, and the test calibration summary (for the diagram)."""
     from finegrain.heads import make_head
     from finegrain.heads.base import softmax
@@ -83,13 +85,13 @@ def one_split(X, labels, split, seed: int, with_discovery: bool, C: float | None
     out: dict = {"seed": seed, "n_known": int(n_known), "n_unknown": int(len(unknown)),
                  "n_train": int(tr.sum()), "n_test_known": int(te_id.sum()), "n_test_unknown": int(te_ood.sum())}
     t0 = time.perf_counter()
-    head = make_head("logistic", seed=seed, C=C, Cs=C_GRID).fit(X[tr], labels[tr])
+    head = make_head("logistic", seed=seed, C=C, Cs=C_GRID, blocks=blocks).fit(X[tr], labels[tr])
     T, cal, detector = calibrate_and_detect(head, X[tr], labels[tr], seed=seed)
     out["fit_s"] = round(time.perf_counter() - t0, 1)
     z_id, z_ood = head.decision_function(X[te_id]), head.decision_function(X[te_ood])
     y_id = head.encode_labels(labels[te_id])
     before, after = softmax(z_id), softmax(z_id / T)
-    out["closed_set"] = {"C": head.C_, "temperature": round(T, 4),
+    out["closed_set"] = {"C": [m.C_ for m in head.members_] if blocks else head.C_, "temperature": round(T, 4),
                          "top1_before": round(float((before.argmax(1) == y_id).mean()), 4),
                          "top1_after": round(float((after.argmax(1) == y_id).mean()), 4),
                          "ece_before": round(expected_calibration_error(y_id, before), 4),
@@ -196,6 +198,8 @@ def reliability_figure(summary: dict, name: str, prefix: str = "openworld") -> l
 def main() -> None:
     import torch
 
+    from finegrain.backbones import member_widths
+
     torch.set_num_threads(1)  # MixOE's small linear layer: threads only add contention on a 2-core machine
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one class split per dataset")
@@ -209,10 +213,12 @@ def main() -> None:
               "known_fraction": KNOWN_FRACTION, "datasets": {}}
     for name in args.datasets:
         X, labels, split = embeddings(name, args.backbone)
+        blocks = member_widths(args.backbone)  # a combined backbone: one logistic model per member, as `fit` does
         runs, test_calibration, C = [], [], None
         for seed in seeds:
-            run, cal = one_split(X, labels, split, seed, with_discovery=name == "cub100", C=C)
-            C = run["closed_set"]["C"]  # chosen on the first split's held-out images, then kept: saves minutes
+            run, cal = one_split(X, labels, split, seed, with_discovery=name == "cub100", C=C, blocks=blocks)
+            if blocks is None:  # chosen on the first split's held-out images, then kept: saves minutes
+                C = run["closed_set"]["C"]
             runs.append(run)
             test_calibration.append(cal)
             print(f"{name} seed {seed}: " + ", ".join(f"{k} {v['auroc']:.3f}/{v['fpr95']:.3f}"
