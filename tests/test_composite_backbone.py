@@ -63,16 +63,19 @@ def _two_block_data(seed=0, n=20):
     return np.hstack([A, B]).astype(np.float32), y
 
 
-def test_logistic_blocks_average_the_members_probabilities(tmp_path):
+def test_logistic_blocks_average_the_members_logits(tmp_path):
+    from finegrain.explain.gradients import numeric_score_gradient, score_direction, score_gradient
     from finegrain.heads import LogisticHead, head_from_state
-    from finegrain.heads.base import softmax
 
     X, y = _two_block_data()
     head = LogisticHead(C=1.0, blocks=[6, 4]).fit(X, y)
     a = LogisticHead(C=1.0).fit(X[:, :6], y)
     b = LogisticHead(C=1.0).fit(X[:, 6:], y)
-    mean = (softmax(a.decision_function(X[:, :6])) + softmax(b.decision_function(X[:, 6:]))) / 2
-    np.testing.assert_allclose(softmax(head.decision_function(X)), mean, rtol=1e-4, atol=1e-6)
+    mean = (a.decision_function(X[:, :6]) + b.decision_function(X[:, 6:])) / 2
+    np.testing.assert_allclose(head.decision_function(X), mean, rtol=1e-4, atol=1e-5)
+    target = np.array([0, 1, 2])
+    numeric = numeric_score_gradient(head, X[:3], score_direction(3, target, None))
+    np.testing.assert_allclose(score_gradient(head, X[:3], target), numeric, rtol=2e-2, atol=2e-2 * np.abs(numeric).max())
     assert (head.predict(X) == y).mean() > (a.predict(X[:, :6]) == y).mean()  # each member alone is confused
     loaded = head_from_state(*head.to_state())
     np.testing.assert_allclose(loaded.decision_function(X), head.decision_function(X), rtol=1e-5)

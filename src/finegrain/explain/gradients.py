@@ -54,8 +54,9 @@ def numeric_score_gradient(head: Head, X: np.ndarray, coef: np.ndarray, step: fl
 def _logistic_gradient(head: LogisticHead, X: np.ndarray, coef: np.ndarray) -> np.ndarray:
     """logits = ((p(x) − mean) / scale) · Wᵀ + b, so ∂(c · logits)/∂p = (c · W) / scale, then back through the
     power normalisation p when the head uses it."""
-    if head.blocks:  # one model per backbone member, probabilities averaged: no closed form kept here
-        return numeric_score_gradient(head, X, coef)
+    if head.blocks:  # logits = mean of the members' logits, each reading its own block of columns
+        parts = head._block_slices(X.shape[1])
+        return np.hstack([_logistic_gradient(m, X[:, part], coef) for m, part in zip(head.members_, parts)]) / len(parts)
     grad = (coef @ head.coef_.astype(np.float64)) / head.scale_.astype(np.float64)
     return power_normalise_backward(X, grad) if head.power else grad
 
