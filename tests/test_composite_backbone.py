@@ -90,3 +90,14 @@ def test_fit_on_a_combined_backbone_learns_one_logistic_model_per_member(capsys,
     code, _, _ = run_cli(capsys, "fit", split_folder, "-o", tmp_path / "one", "--backbone", PAIR, "-q",
                          "--head-param", "blocks=null")
     assert code == 0 and Classifier.load(tmp_path / "one").head.blocks is None  # one model on the joined rows
+
+
+def test_embed_once_then_fit_and_predict_with_a_combined_backbone(capsys, split_folder, tmp_path):
+    emb = tmp_path / "emb"
+    assert run_cli(capsys, "embed", split_folder, "-o", emb, "--backbone", PAIR, "-q")[0] == 0
+    assert run_cli(capsys, "fit", emb, "-o", tmp_path / "m", "--backbone", PAIR, "-q")[0] == 0
+    clf = Classifier.load(tmp_path / "m")
+    assert clf.backbone_id == PAIR and clf.head.blocks == [16, 24]
+    code, out, _ = run_cli(capsys, "predict", tmp_path / "m", split_folder / "test" / "red_finch", "--format", "jsonl", "-q")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(rows) == 4 and all(r["label"] == "red_finch" for r in rows)
