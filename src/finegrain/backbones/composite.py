@@ -4,7 +4,8 @@ Different networks make different mistakes. Each member embeds an image its own 
 preprocessing, runtime and cache entries, so embeddings a member already has are reused — and the unit
 embeddings are concatenated and scaled by 1/√n, so the result is unit length like any backbone's. On cub100
 the logistic head (one model per member, `heads/logistic.py`) reaches 0.929 top-1 on lite0+lite1+lite2
-against 0.900 on lite0 alone, for the sum of their embedding costs. Grad-CAM needs one conv map, so such models explain nothing (the report says so).
+against 0.900 on lite0 alone, for the sum of their embedding costs. Grad-CAM needs one conv map, so such
+models explain nothing (the report says so).
 """
 from __future__ import annotations
 

@@ -25,22 +25,18 @@ from .ensemble import class_vectors, ensemble_names, mix_coefficients, mix_in, p
 from .head import DESCRIPTOR, IMAGES, NAME, ConseSource, TextRows, ZeroShotHead
 from .selection import choose_alignment_params, choose_seen_penalty
 from .terms import shared_terms, with_terms
-from .texts import ClassDescriptions, imagenet_class_names, read_templates, readable_name
+from .texts import ClassDescriptions, class_key, imagenet_class_names, read_templates, readable_name
 
 log = logging.getLogger("finegrain")
 DEFAULT_NAME_WEIGHT = 0.5
-
-
-def _key(name: str) -> str:
-    return readable_name(name).casefold()
 
 
 def descriptors_for(classes: Sequence[str], descriptions: ClassDescriptions | None) -> list[list]:
     """Each class's descriptors, matched by name without regard to case, underscores or a 'NNN.' prefix."""
     if descriptions is None:
         return [[] for _ in classes]
-    by_key = {_key(c): items for c, items in descriptions.by_class.items()}
-    return [by_key.get(_key(c), []) for c in classes]
+    by_key = {class_key(c): items for c, items in descriptions.by_class.items()}
+    return [by_key.get(class_key(c), []) for c in classes]
 
 
 def prompt_texts(classes: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -236,8 +232,8 @@ def train_alignment(train: Sequence[Sample] | Any, descriptions: ClassDescriptio
                         found=f"{len(described_seen)} of {len(seen)} ({', '.join(seen[:3])}...)",
                         fix="make the class names in the descriptions file match the training labels")
     train_emb = emb.subset([s.label in set(described_seen) for s in emb.samples])
-    seen_keys = {_key(c) for c in seen}
-    unseen = [c for c in descriptions.classes if _key(c) not in seen_keys]
+    seen_keys = {class_key(c) for c in seen}
+    unseen = [c for c in descriptions.classes if class_key(c) not in seen_keys]
     targets = list(classes) if classes is not None else unseen if len(unseen) >= 2 else described_seen + unseen
     if len(targets) < 2:
         raise ConfigError("an aligned zero-shot model needs at least 2 target classes", expected="2 or more classes",

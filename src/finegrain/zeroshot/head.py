@@ -4,8 +4,8 @@ Images are first placed in the text space — as they are (`identity`: CLIP-fami
 learned projection (`linear`: `finegrain align`), or through the backbone's ImageNet classifier (`conse`) —
 then compared with class vectors built from names, prompt templates and descriptions. An aligned head's
 space is the signature space: descriptor terms shared by the seen classes, then the text space
-(`finegrain.zeroshot.terms`). Everything scoring
-needs is saved as arrays + JSON; no text encoder runs at prediction time.
+(`finegrain.zeroshot.terms`). Everything scoring needs is saved as arrays + JSON; no text encoder runs at
+prediction time.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ..heads.base import Head, l2_normalise
 from .alignment import AlignmentParams, centred, fit_projection, image_centre, project
 from .conse import conse_embed
 from .ensemble import class_vectors, row_contributions, shortlist_scores, top_rows
-from .texts import readable_name
+from .texts import class_key
 
 MAPPINGS = ("identity", "linear", "conse")
 ALIGNMENT_STATE = ("projection_", "centre_", "trained_on_", "vocabulary_", "text_weight_", "seen_penalty_")
@@ -122,8 +122,8 @@ class ZeroShotHead(Head):
 
     def seen_mask(self) -> np.ndarray:
         """(C,) True for the classes the alignment learnt from (names matched as class files are)."""
-        seen = {readable_name(c).casefold() for c in getattr(self, "trained_on_", [])}
-        return np.asarray([readable_name(str(c)).casefold() in seen for c in self.classes_], dtype=bool)
+        seen = {class_key(c) for c in getattr(self, "trained_on_", [])}
+        return np.asarray([class_key(str(c)) in seen for c in self.classes_], dtype=bool)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         return float(self.temperature) * self.similarities(X)

@@ -219,3 +219,8 @@ def readable_name(name: str) -> str:
     if dot and head.isdigit():
         name = rest
     return " ".join(name.replace("_", " ").split())
+
+
+def class_key(name: str) -> str:
+    """How class names are matched across files and models: without regard to case, underscores or a 'NNN.' prefix."""
+    return readable_name(name).casefold()
