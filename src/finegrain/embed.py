@@ -19,7 +19,7 @@ from .backbones import Backbone, CompositeBackbone, get_backbone
 from .backbones.onnx_runtime import default_runtime, resolve_runtime
 from .data.images import DEFAULT_MAX_PIXELS, file_sha256, load_rgb
 from .data.samples import Sample
-from .errors import DataError, FinegrainError
+from .errors import DataError, FinegrainError, ImageError
 from .store import EmbeddingCache, default_cache_dir, missing
 
 
@@ -69,9 +69,8 @@ def _hash_all(samples: Sequence[Sample], pool: ThreadPoolExecutor) -> list[str |
     def one(s: Sample) -> str | ErrorRecord:
         try:
             return file_sha256(s.path)
-        except OSError as exc:
-            reason = "file not found" if isinstance(exc, FileNotFoundError) else f"cannot read file: {exc}"
-            return ErrorRecord(str(s.path), reason)
+        except ImageError as exc:
+            return ErrorRecord(str(s.path), exc.reason)
     return list(pool.map(one, samples))
 
 

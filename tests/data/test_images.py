@@ -258,7 +258,7 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(images, "open", refuse, raising=False)
+    monkeypatch.setattr(images.os, "open", refuse)  # files are opened with os.open (non-blocking, see open_regular_file)
     assert reason_for(path) == "permission denied"
 
 

@@ -211,7 +211,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for s in ds.samples:
         try:
             hashes[s.path] = file_sha256(s.path)
-        except OSError:
+        except ImageError:  # unreadable files are the image loader's to report; check only compares contents
+    from ..errors import ImageError
             continue
     findings = check_samples(ds.samples, content_hashes=hashes, empty_classes=ds.empty_classes)
     if args.format == "json":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -20,7 +21,14 @@ from finegrain.errors import DataError, ImageError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({
     ".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm",
+    ".avif", ".heic", ".heif",
 })
+# Listed so they are never skipped in silence: read when the installed Pillow decodes them (AVIF since
+# Pillow 11.2; HEIC/HEIF only with a plugin), else an "unsupported format" error record.
+_PLUGIN_EXTENSIONS: frozenset[str] = frozenset({".avif", ".heic", ".heif"})
+
+# No image file a run should read is this big; the cap is checked before a byte is read or hashed.
+MAX_FILE_BYTES: int = 1 << 30
 
 # Pillow's own warning threshold (Image.MAX_IMAGE_PIXELS), repeated so callers can pass their own limit
 # without touching Pillow's global, which other code relies on.
@@ -31,6 +39,8 @@ _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
 _WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 _CHUNK_BYTES = 1 << 20
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
 def is_hidden(path: Path, root: Path | None = None) -> bool:
@@ -57,23 +67,49 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not _is_hidden_name(path.name)
 
 
-def iter_image_files(root: Path) -> list[Path]:
+def iter_image_files(root: Path, seen: set[tuple[int, int]] | None = None) -> list[Path]:
     """All image files under `root`, recursively, sorted so every run sees the same order.
 
     Hidden folders are pruned rather than filtered afterwards, so a huge .git or .ipynb_checkpoints is
-    never walked. Symlinked folders are not followed (a link cycle would never end); symlinked files are
-    listed.
+    never walked. Symlinked folders are followed, but no real folder (st_dev, st_ino) is visited twice, so
+    a link cycle ends and a folder linked twice is listed once; `seen` shares that memory between calls
+    (a dataset marks its class folders so a link into another class adds nothing). Symlinked files are
+    listed. Folders that cannot be listed are returned too, so they become error records rather than
+    vanishing; so are FIFOs and other special files with an image name (reading refuses them).
     """
     root = Path(root)
     if not root.is_dir():
         found = "nothing at that path" if not root.exists() else "a file, not a folder"
         raise DataError(f"image folder {root} cannot be scanned", expected="an existing folder", found=found,
                         fix="check the path")
+    seen = set() if seen is None else seen
+    seen.add(folder_identity(root))
+    unlistable: list[OSError] = []
     files: list[Path] = []
-    for folder, dirnames, filenames in os.walk(root):
-        dirnames[:] = [name for name in dirnames if not _is_hidden_name(name)]
+    for folder, dirnames, filenames in os.walk(root, onerror=unlistable.append, followlinks=True):
+        dirnames[:] = [name for name in dirnames
+                       if not _is_hidden_name(name) and first_visit(Path(folder, name), seen)]
         files.extend(Path(folder, name) for name in filenames if is_image_file(Path(name)))
-    return sorted(files)
+    return sorted(files + [Path(err.filename) for err in unlistable])
+
+
+def folder_identity(path: Path) -> tuple[int, int]:
+    """(st_dev, st_ino) of what `path` points to: the same folder reached through any link has one identity."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def first_visit(folder: Path, seen: set[tuple[int, int]]) -> bool:
+    """True the first time a real folder is met (and remember it); a folder that cannot be stat'ed counts as
+    new, so the walk reaches it and reports why it cannot be listed."""
+    try:
+        key = folder_identity(folder)
+    except OSError:
+        return True
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
 def load_rgb(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -90,44 +126,83 @@ def load_rgb(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     `draft_size` is meant upright (it is swapped for EXIF-rotated photos). Other formats ignore it.
     """
     name = str(path)
-    with _open_binary(Path(path), name) as fp, warnings.catch_warnings():
+    with open_regular_file(path) as fp, warnings.catch_warnings():
         # Our max_pixels check below replaces Pillow's warning, which would otherwise fire on every big file.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with _identify(fp, name) as img:
+        with _identify(fp, name, Path(name).suffix.lower()) as img:
             _check_pixels(img.size, max_pixels, name)
             return _decode(img, name, draft_size)
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of the file's bytes, read in 1 MiB chunks so big files do not fill memory."""
+def file_sha256(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """Hex SHA-256 of the file's bytes, read in 1 MiB chunks so big files do not fill memory.
+
+    Raises `ImageError` for anything but a readable regular file of at most `max_bytes` (see
+    `open_regular_file`), so hashing a FIFO never hangs and a huge file is not read for nothing."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for chunk in iter(lambda: fp.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
+    with open_regular_file(path, max_bytes) as fp:
+        try:
+            for chunk in iter(lambda: fp.read(_CHUNK_BYTES), b""):
+                digest.update(chunk)
+        except OSError as exc:
+            raise ImageError(str(path), f"read error: {exc.strerror or exc}") from exc
     return digest.hexdigest()
 
 
-def _open_binary(path: Path, name: str) -> BinaryIO:
-    """Open the file ourselves so file-system problems get their own reasons, apart from decoding ones."""
+def open_regular_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> BinaryIO:
+    """Open a regular file (or a link to one) for reading, or raise `ImageError` with the reason.
+
+    Opened non-blocking and checked on the open descriptor: opening a FIFO for reading would otherwise wait
+    for a writer forever, and checking before opening would leave a race. Devices, sockets and folders are
+    refused the same way; so are empty files and files over `max_bytes`."""
+    name = str(path)
     try:
-        if path.is_dir():
-            raise ImageError(name, "is a directory, not an image file")
-        if path.stat().st_size == 0:
-            raise ImageError(name, "empty file (0 bytes)")
-        return open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError as exc:
         raise ImageError(name, "file not found") from exc
     except PermissionError as exc:
         raise ImageError(name, "permission denied") from exc
     except OSError as exc:
+        st = _stat_or_none(path)
+        if st is not None and not stat.S_ISREG(st.st_mode):  # a socket cannot even be opened (ENXIO)
+            _check_regular(st, name, max_bytes)
         raise ImageError(name, f"cannot open file: {exc.strerror or exc}") from exc
+    try:
+        _check_regular(os.fstat(fd), name, max_bytes)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
-def _identify(fp: BinaryIO, name: str) -> ImageFile.ImageFile:
+def _stat_or_none(path: str | Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _check_regular(st: os.stat_result, name: str, max_bytes: int) -> None:
+    for is_kind, kind in _FILE_KINDS:
+        if is_kind(st.st_mode):
+            raise ImageError(name, f"not a regular file ({kind})")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(name, "not a regular file")
+    if st.st_size == 0:
+        raise ImageError(name, "empty file (0 bytes)")
+    if st.st_size > max_bytes:
+        raise ImageError(name, f"file is {st.st_size:,} bytes, over the limit of {max_bytes:,} for one image")
+
+
+def _identify(fp: BinaryIO, name: str, suffix: str) -> ImageFile.ImageFile:
     """Read the header only, turning every way that can fail into an ImageError."""
     try:
         return _open_header(fp, name)
     except UnidentifiedImageError as exc:
+        if suffix in _PLUGIN_EXTENSIONS:
+            raise ImageError(name, f"unsupported format: the installed Pillow cannot decode {suffix} files "
+                                   "(convert them to JPEG or PNG)") from exc
         raise ImageError(name, "not a recognised image format (the content is not an image Pillow can read)") \
             from exc
     except Image.DecompressionBombError as exc:  # a plugin checked Pillow's global limit itself (GIF frames)

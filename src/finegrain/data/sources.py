@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ConfigError, DataError
-from .images import is_hidden, is_image_file, iter_image_files
+from .images import first_visit, folder_identity, is_hidden, is_image_file, iter_image_files
 from .samples import Sample
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -54,48 +54,71 @@ def load_data(path: str | Path) -> DataSet:
     if not root.exists():
         raise DataError(f"data path {root} does not exist", expected="a folder or a .csv/.parquet manifest",
                         found="nothing at that path", fix="check the path (relative paths start from the current folder)")
-    if root.is_file():
-        if root.suffix.lower() in MANIFEST_SUFFIXES:
+    if not root.is_dir():
+        if root.is_file() and root.suffix.lower() in MANIFEST_SUFFIXES:
             return load_manifest(root)
-        raise DataError(f"{root} is a file but not a manifest", expected="a folder, or a .csv/.parquet manifest",
-                        found=f"a '{root.suffix}' file",
+        what, found = (("a file but not a manifest", f"a '{root.suffix}' file") if root.is_file() else
+                       ("not a regular file", "a FIFO, socket or device (not opened)"))
+        raise DataError(f"{root} is {what}", expected="a folder, or a .csv/.parquet manifest", found=found,
                         fix="pass the folder that holds the images, or a manifest with columns path,label[,split][,group]")
     if all((root / f).is_file() for f in CUB_FILES):
         return load_cub(root)
     return load_folder(root)
 
 
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p, folder))
+def _listing(folder: Path) -> list[Path]:
+    """The entries of a folder the dataset needs to see; a folder that cannot be listed stops the run."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise DataError(f"cannot list folder {folder}", expected="a readable folder",
+                        found=exc.strerror or str(exc), fix="fix its permissions, or point at another folder") from exc
+
+
+def _subdirs(folder: Path, seen: set[tuple[int, int]]) -> list[Path]:
+    """Visible sub-folders met for the first time: a link back into the tree (or to a folder already taken)
+    is not a new class or split."""
+    return [p for p in _listing(folder) if not is_hidden(p, folder) and p.is_dir() and first_visit(p, seen)]
+
+
+def _loose_images(folder: Path) -> list[Path]:
+    """Image-named entries that are not folders: special files stay in, to be reported, not skipped."""
+    return [p for p in _listing(folder) if is_image_file(p) and not p.is_dir()]
 
 
 def load_folder(root: Path) -> DataSet:
-    """Folder-per-class; top-level folders named train/val/test (and aliases) are splits, not classes."""
-    subdirs = _subdirs(root)
+    """Folder-per-class; top-level folders named train/val/test (and aliases) are splits, not classes.
+
+    Every class folder is marked before any is walked, so a link from one class into another (or back to
+    the root) adds no images twice and creates no class."""
+    seen = {folder_identity(root)}
+    subdirs = _subdirs(root, seen)
     split_dirs = {d: normalise_split(d.name) for d in subdirs}
     if subdirs and all(split_dirs.values()):
+        class_dirs = {d: _subdirs(d, seen) for d in subdirs}
         samples: list[Sample] = []
         empty: list[str] = []
         for d in subdirs:
-            part, part_empty = _class_folders(d, split_dirs[d])
+            part, part_empty = _class_folders(d, class_dirs[d], split_dirs[d], seen)
             samples += part
             empty += part_empty
-        loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)]
+        loose = _loose_images(root)
         if loose:
             raise DataError(f"{root} mixes split folders with {len(loose)} loose images such as {loose[0].name}",
                             expected="only train/ val/ test/ folders at the top", found="image files beside them",
                             fix="move the loose images into a split's class folder, or remove them")
         return DataSet(samples, root, "folder-with-splits", sorted(set(empty)))
-    samples, empty = _class_folders(root, None)
+    samples, empty = _class_folders(root, subdirs, None, seen)
     return DataSet(samples, root, "folder", empty)
 
 
-def _class_folders(folder: Path, split: str | None) -> tuple[list[Sample], list[str]]:
+def _class_folders(folder: Path, class_dirs: list[Path], split: str | None,
+                   seen: set[tuple[int, int]]) -> tuple[list[Sample], list[str]]:
     """Images in each class folder (recursively) get that folder's name; loose images are unlabelled."""
-    samples = [Sample(p, None, split) for p in sorted(folder.iterdir()) if p.is_file() and is_image_file(p)]
+    samples = [Sample(p, None, split) for p in _loose_images(folder)]
     empty = []
-    for d in _subdirs(folder):
-        files = iter_image_files(d)
+    for d in class_dirs:
+        files = iter_image_files(d, seen)
         if not files:
             empty.append(d.name)
         samples += [Sample(p, d.name, split) for p in files]

@@ -1,0 +1,1 @@
+"""Hostile-input tests (issue #13); a package so its conftest does not shadow tests/conftest.py."""
