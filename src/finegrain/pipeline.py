@@ -4,7 +4,6 @@ Nothing is pickled: loading a model directory cannot run code.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -15,7 +14,7 @@ from .data.images import DEFAULT_MAX_PIXELS
 from .data.samples import Sample
 from .embed import Embeddings, embed_samples
 from .errors import ConfigError, DataError
-from .heads import Head, head_from_state
+from .heads import Head
 from .heads.base import softmax
 from .provenance import class_list_hash, provenance
 from .store import EmbeddingCache
@@ -179,24 +178,22 @@ class Classifier:
 
     @classmethod
     def load(cls, directory: str | Path) -> "Classifier":
-        from safetensors.numpy import load_file
+        """Load a model folder, validating every file (`model_files`); when DIRECTORY is missing but a save
+        into it was interrupted, its complete `.DIRECTORY.old` backup is loaded instead (with a warning)."""
+        from .io import existing_or_backup
+        from .model_files import build_detector, build_head, load_tensors, read_config, read_temperature
 
-        d = Path(directory).expanduser()
+        d = existing_or_backup(Path(directory).expanduser())
         cfg_path = d / CONFIG_FILE
         if not cfg_path.is_file():
             raise DataError(f"{d} is not a finegrain model directory", expected=f"{CONFIG_FILE} and {HEAD_FILE} inside",
                             found="no config.json" if d.is_dir() else "no such folder",
                             fix="pass the folder written by `finegrain fit -o MODEL_DIR`")
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        if config.get("format") != MODEL_FORMAT:
-            raise DataError(f"{d} holds a model in an unknown format", expected=MODEL_FORMAT,
-                            found=str(config.get("format")), fix="retrain the model with this finegrain version")
-        head = head_from_state(config["head"], load_file(str(d / HEAD_FILE)))
-        detector = None
-        if "ood" in config:
-            from .openworld.detector import OODDetector
-            detector = OODDetector.from_state(config["ood"], load_file(str(d / OOD_FILE)))
+        config = read_config(cfg_path, MODEL_FORMAT)
+        head = build_head(config["head"], load_tensors(d / HEAD_FILE), config["classes"], d / HEAD_FILE)
+        detector = build_detector(config["ood"], load_tensors(d / OOD_FILE), head, d / OOD_FILE) \
+            if "ood" in config else None
         info = {k: v for k, v in config.items() if k not in {"format", "backbone", "preprocess", "cache_key",
                                                              "classes", "class_list_hash", "head", "temperature", "ood"}}
         return cls(head, config["backbone"], config["preprocess"], config["cache_key"], info,
-                   temperature=float(config.get("temperature", 1.0)), detector=detector)
+                   temperature=read_temperature(config, cfg_path), detector=detector)
