@@ -8,6 +8,8 @@ import io
 import sys
 from pathlib import Path
 
+from .options import positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="model directory from `finegrain fit`")
@@ -17,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labelled", default=None,
                    help="labelled data of the known classes (default: the data the model was fitted on)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--gallery-size", type=int, default=12, help="thumbnails per new cluster in gallery.html (default 12)")
+    p.add_argument("--gallery-size", type=positive_int, default=12, help="thumbnails per new cluster in gallery.html (default 12)")
 
 
 def labelled_embeddings(clf, data: str, cache, embed_kw: dict):

@@ -6,6 +6,8 @@ import re
 import sys
 from pathlib import Path
 
+from .options import non_negative_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .main import add_common_options
@@ -20,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", action="append", choices=["gradcam", "gradcam++"], default=None,
                    help="heatmap method, repeatable (default: both)")
     p.add_argument("--no-contrast", action="store_true", help="skip the 'why A rather than B' map")
-    p.add_argument("--neighbours", type=int, default=5, help="nearest training images to show (default 5; 0: none)")
+    p.add_argument("--neighbours", type=non_negative_int, default=5, help="nearest training images to show (default 5; 0: none)")
     p.add_argument("--train", default=None,
                    help="training data for the neighbours (default: the data the model was fitted on)")
     add_common_options(p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .main import _info, embed_kwargs
+from .options import positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -12,10 +13,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..fewshot.evaluate import METHODS
 
     p.add_argument("data", help="labelled data (folder, manifest, CUB-style folder) or a `finegrain embed` folder")
-    p.add_argument("--ways", type=int, default=5, help="classes per episode (default 5)")
-    p.add_argument("--shots", type=int, default=1, help="labelled images per class in an episode (default 1)")
-    p.add_argument("--queries", type=int, default=15, help="query images per class (default 15; the mean when imbalanced)")
-    p.add_argument("--episodes", type=int, default=600, help="test episodes (default 600)")
+    p.add_argument("--ways", type=positive_int, default=5, help="classes per episode (default 5)")
+    p.add_argument("--shots", type=positive_int, default=1, help="labelled images per class in an episode (default 1)")
+    p.add_argument("--queries", type=positive_int, default=15, help="query images per class (default 15; the mean when imbalanced)")
+    p.add_argument("--episodes", type=positive_int, default=600, help="test episodes (default 600)")
     p.add_argument("--seed", type=int, default=0, help="seed of the episodes and of the split (default 0)")
     p.add_argument("--imbalanced", action="store_true",
                    help="imbalanced query sets: class proportions drawn from a Dirichlet distribution")

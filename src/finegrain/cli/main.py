@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .._version import __version__
+from .options import fraction, positive_float, positive_int
 
 EPILOG = {
     "fit": "examples:\n  finegrain fit data/birds -o models/birds --head logistic --seed 0\n"
@@ -45,12 +46,12 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--cache-dir", type=Path, default=None,
                    help="embedding cache folder (default: $FINEGRAIN_CACHE_DIR or ~/.cache/finegrain)")
-    g.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
-    g.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    g.add_argument("--batch-size", type=positive_int, default=32, help="images per model call (default 32)")
+    g.add_argument("--workers", type=positive_int, default=2, help="decoding threads (default 2)")
     g.add_argument("--runtime", choices=["auto", "onnx", "torch"], default=None,
                    help="what runs the backbone: onnx (ONNX Runtime, ~8x faster), torch (eager PyTorch, the "
                         "reference) or auto (onnx when installed; the default, or $FINEGRAIN_RUNTIME)")
-    g.add_argument("--max-image-pixels", type=int, default=None,
+    g.add_argument("--max-image-pixels", type=positive_int, default=None,
                    help="refuse images with more pixels than this (decompression-bomb guard; default 89,478,485)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes, only warnings and errors")
 
@@ -263,20 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=Path, help="model directory to write")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone id (default {DEFAULT_BACKBONE}; see `finegrain backbones`)")
     p.add_argument("--head", default=None, help="classifier head: logistic (default), prototype (alias ncm; default with --shots), knn, rbi (experimental), mixoe (outlier-exposed linear head for open-set use)")
-    p.add_argument("--shots", type=int, default=None, metavar="K",
+    p.add_argument("--shots", type=positive_int, default=None, metavar="K",
                    help="few-shot: use at most K labelled training images per class, drawn with --seed (only those are read)")
-    p.add_argument("--val-split", type=float, default=0.2, help="fraction of train held out to choose hyper-parameters when DATA has no val split (default 0.2)")
+    p.add_argument("--val-split", type=fraction(True, True), default=0.2, help="fraction of train held out to choose hyper-parameters when DATA has no val split (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--C", type=float, default=None, help="logistic: fixed inverse regularisation (default: chosen on validation)")
-    p.add_argument("-k", type=int, default=None, help="knn: number of neighbours (default 10)")
+    p.add_argument("--C", type=positive_float, default=None, help="logistic: fixed inverse regularisation (default: chosen on validation)")
+    p.add_argument("-k", type=positive_int, default=None, help="knn: number of neighbours (default 10)")
     p.add_argument("--head-param", action="append", metavar="KEY=VALUE",
                    help="any head parameter, repeatable (e.g. --head-param shrinkage=0.2)")
-    p.add_argument("--max-error-rate", type=float, default=0.05, help="fail when more than this fraction of images is unreadable (default 0.05)")
+    p.add_argument("--max-error-rate", type=fraction(False, False), default=0.05, help="fail when more than this fraction of images is unreadable (default 0.05)")
     p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
                    help="fit a temperature and the 'unknown' detector on held-out images (default on)")
     p.add_argument("--ood-score", default="msp", choices=["msp", "maxlogit", "energy", "mahalanobis", "knn"],
                    help="score behind `predict --unknown` (default msp: max softmax of the calibrated head)")
-    p.add_argument("--unknown-tpr", type=float, default=0.95,
+    p.add_argument("--unknown-tpr", type=fraction(True, False), default=0.95,
                    help="`--unknown auto` keeps this fraction of held-out known images (default 0.95)")
     add_common_options(p)
 
@@ -286,14 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="split to evaluate (default: test when the data has splits, else all)")
     p.add_argument("--format", choices=["table", "json"], default="table", help="what to print (JSON is always written)")
     p.add_argument("--output", type=Path, default=None, help="JSON results path (default MODEL/eval/SPLIT.json)")
-    p.add_argument("--top-k", type=int, default=5, help="k of the top-k accuracy (default 5)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="k of the top-k accuracy (default 5)")
     p.add_argument("--head-mode", default=None, help="rbi models: single, bank or transductive (default: the mode saved at fit)")
     add_common_options(p)
 
     p = add("predict", cmd_predict, "predict the top-k classes of images (files, folders or a manifest)")
     p.add_argument("model", type=Path, help="model directory from `finegrain fit`")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
-    p.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="labels per image (default 5)")
     p.add_argument("--head-mode", default=None, help="rbi models: single, bank or transductive (default: the mode saved at fit)")
     p.add_argument("--transductive", action="store_true",
                    help="prototype models: classify all INPUTS together as one unlabelled set (EM with a learned "

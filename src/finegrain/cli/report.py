@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .options import non_negative_int, positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .main import add_common_options
@@ -15,9 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, help="split to report on (default: test when the data has splits, else all)")
     p.add_argument("--train", default=None,
                    help="training data for nearest neighbours (default: DATA's train split, else the model's data)")
-    p.add_argument("--mistakes", type=int, default=12, help="worst mistakes to explain with Grad-CAM (default 12)")
-    p.add_argument("--neighbours", type=int, default=3, help="nearest training images per mistake (default 3)")
-    p.add_argument("--max-map-points", type=int, default=3000,
+    p.add_argument("--mistakes", type=non_negative_int, default=12, help="worst mistakes to explain with Grad-CAM (default 12)")
+    p.add_argument("--neighbours", type=non_negative_int, default=3, help="nearest training images per mistake (default 3)")
+    p.add_argument("--max-map-points", type=positive_int, default=3000,
                    help="images drawn in the t-SNE map; more are sampled down (default 3000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the t-SNE map and its sampling (default 0)")
     add_common_options(p)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .main import add_common_options, embed_kwargs
+from .options import positive_int
 
 
 def _text_options(p: argparse.ArgumentParser) -> None:
@@ -45,9 +46,9 @@ def add_zeroshot_arguments(p: argparse.ArgumentParser) -> None:
                    help="how images reach the text space: identity (CLIP backbones), conse (ImageNet head of "
                         "EfficientNet-Lite), linear (--alignment); auto picks")
     p.add_argument("--alignment", type=Path, default=None, help="model directory from `finegrain align` to reuse")
-    p.add_argument("--shortlist", type=int, default=None,
+    p.add_argument("--shortlist", type=positive_int, default=None,
                    help="retrieve this many candidates with one prompt, then re-score them (default 50 with --vocabulary)")
-    p.add_argument("--conse-top", type=int, default=10, help="ConSE: ImageNet labels mixed per image (default 10)")
+    p.add_argument("--conse-top", type=positive_int, default=10, help="ConSE: ImageNet labels mixed per image (default 10)")
     add_common_options(p)
 
 
@@ -75,7 +76,7 @@ def add_align_arguments(p: argparse.ArgumentParser) -> None:
 def add_describe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="a zero-shot model directory (from zeroshot or align)")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
-    p.add_argument("--top", type=int, default=3, help="descriptors shown per image (default 3)")
+    p.add_argument("--top", type=positive_int, default=3, help="descriptors shown per image (default 3)")
     p.add_argument("--format", choices=["table", "jsonl"], default="table", help="output format (default table)")
     add_common_options(p)
 
