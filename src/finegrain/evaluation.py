@@ -42,6 +42,7 @@ def _embeddings_for(clf: Classifier, data: str | Path | DataSet, split: str | No
         emb = emb.subset([chosen is None or s.split == chosen for s in emb.samples])
         return emb, len(emb.samples) + len(emb.errors), chosen
     ds = data if isinstance(data, DataSet) else load_data(data)
+    ds.require_labels()
     chosen = choose_split(ds.splits, split)
     samples = ds.samples if chosen is None else ds.select([chosen])
     if not samples:

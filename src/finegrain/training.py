@@ -27,6 +27,7 @@ DEFAULT_MAX_ERROR_RATE = 0.05
 
 def training_samples(ds: DataSet) -> tuple[list[Sample], list[Sample]]:
     """(train, val): with splits, train and val only — test is never touched; without, everything labelled."""
+    ds.require_labels()
     if ds.has_splits:
         train, val = ds.select(["train"]), ds.select(["val"])
         if not train:

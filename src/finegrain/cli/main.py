@@ -185,11 +185,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     from ..backbones import get_backbone
     from ..data.sources import load_data
+    if n_err == len(preds):
+        return none_readable("predict", preds[0].path, preds[0].error, n_err)
     from ..embed import embed_samples, save_embeddings
     from ..provenance import provenance
     from ..store import EmbeddingCache
 
     ds = load_data(args.data)
+def none_readable(command: str, first_path: str, first_reason: str, n: int) -> int:
+    """Exit 1 with one line when no input at all could be read: a run that produced nothing is a failure."""
+    print(f"finegrain {command}: error: none of the {n} input file(s) could be read (first: {first_path}: "
+          f"{first_reason})", file=sys.stderr)
+    return 1
+
+
     samples = ds.select(args.split) if args.split else ds.samples
     bb = get_backbone(args.backbone)
     with EmbeddingCache(args.cache_dir) as cache:
@@ -202,6 +211,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if not emb.samples:
+        first = emb.errors[0] if emb.errors else None
+        return none_readable("embed", first.path if first else str(args.data),
+                             first.reason if first else "no image files found", len(emb.errors))
     from ..data.health import check_samples, findings_to_json, format_findings
     from ..data.images import file_sha256
     from ..data.sources import load_data

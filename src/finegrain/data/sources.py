@@ -26,6 +26,7 @@ class DataSet:
     root: Path
     kind: str
     empty_classes: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)  # a manifest's column names, to name them in errors
 
     @property
     def has_splits(self) -> bool:
@@ -42,6 +43,15 @@ class DataSet:
     def select(self, splits: Sequence[str]) -> list[Sample]:
         wanted = set(splits)
         return [s for s in self.samples if s.split in wanted]
+
+    def require_labels(self) -> None:
+        """Commands that learn or score need labels; a manifest without them is named with its columns."""
+        if self.kind != "manifest" or any(s.label is not None for s in self.samples):
+            return
+        what = "has no 'label' column" if "label" not in self.columns else "has an empty 'label' column"
+        raise DataError(f"manifest in {self.root} {what}", expected="columns path,label[,split][,group]",
+                        found=f"columns {', '.join(self.columns)}",
+                        fix="add a 'label' column with each image's class (or rename the column that holds it)")
 
 
 def normalise_split(name: str) -> str | None:
@@ -161,7 +171,7 @@ def load_manifest(path: Path) -> DataSet:
         file = Path(row["path"]).expanduser()
         samples.append(Sample(file if file.is_absolute() else path.parent / file, row.get("label") or None,
                               split, row.get("group") or None))
-    return DataSet(samples, path.parent, "manifest")
+    return DataSet(samples, path.parent, "manifest", columns=list(rows[0]))
 
 
 def _read_id_table(path: Path) -> dict[str, str]:
