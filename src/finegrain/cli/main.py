@@ -177,21 +177,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     n_err = sum(p.error is not None for p in preds)
+    if n_err == len(preds):
+        return none_readable("predict", preds[0].path, preds[0].error, n_err)
     if n_err:
         print(f"finegrain: {n_err} of {len(preds)} file(s) could not be read (rows marked error)", file=sys.stderr)
     return 0
 
 
-def cmd_embed(args: argparse.Namespace) -> int:
-    from ..backbones import get_backbone
-    from ..data.sources import load_data
-    if n_err == len(preds):
-        return none_readable("predict", preds[0].path, preds[0].error, n_err)
-    from ..embed import embed_samples, save_embeddings
-    from ..provenance import provenance
-    from ..store import EmbeddingCache
-
-    ds = load_data(args.data)
 def none_readable(command: str, first_path: str, first_reason: str, n: int) -> int:
     """Exit 1 with one line when no input at all could be read: a run that produced nothing is a failure."""
     print(f"finegrain {command}: error: none of the {n} input file(s) could be read (first: {first_path}: "
@@ -199,10 +191,22 @@ def none_readable(command: str, first_path: str, first_reason: str, n: int) -> i
     return 1
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from ..backbones import get_backbone
+    from ..data.sources import load_data
+    from ..embed import embed_samples, save_embeddings
+    from ..provenance import provenance
+    from ..store import EmbeddingCache
+
+    ds = load_data(args.data)
     samples = ds.select(args.split) if args.split else ds.samples
     bb = get_backbone(args.backbone)
     with EmbeddingCache(args.cache_dir) as cache:
         emb = embed_samples(samples, bb, cache=cache, **embed_kwargs(args))
+    if not emb.samples:
+        first = emb.errors[0] if emb.errors else None
+        return none_readable("embed", first.path if first else str(args.data),
+                             first.reason if first else "no image files found", len(emb.errors))
     labels = sorted({s.label for s in emb.samples if s.label})
     save_embeddings(emb, args.output, provenance(bb.id, bb.preprocess.to_dict(), labels, data=str(args.data)))
     _info(args, f"embedded {len(emb.samples)} images ({emb.n_cached} from cache, {emb.n_computed} computed, "
@@ -211,13 +215,10 @@ def none_readable(command: str, first_path: str, first_reason: str, n: int) -> i
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    if not emb.samples:
-        first = emb.errors[0] if emb.errors else None
-        return none_readable("embed", first.path if first else str(args.data),
-                             first.reason if first else "no image files found", len(emb.errors))
     from ..data.health import check_samples, findings_to_json, format_findings
     from ..data.images import file_sha256
     from ..data.sources import load_data
+    from ..errors import ImageError
     from ..io import to_json
 
     ds = load_data(args.data)
@@ -226,7 +227,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             hashes[s.path] = file_sha256(s.path)
         except ImageError:  # unreadable files are the image loader's to report; check only compares contents
-    from ..errors import ImageError
             continue
     findings = check_samples(ds.samples, content_hashes=hashes, empty_classes=ds.empty_classes)
     if args.format == "json":
