@@ -14,8 +14,21 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..errors import ImageError
+
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
              "lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}
+
+
+# The biggest image the resize step may create (~200 MB as RGB): allows aspect ratios up to ~750:1 at 224 px.
+MAX_RESIZED_PIXELS: int = 50_000_000
+
+
+def _check_resize(width: int, height: int, new: tuple[int, int]) -> None:
+    if new[0] * new[1] > MAX_RESIZED_PIXELS:
+        raise ImageError("image", f"extreme shape {width}×{height}: resizing it for the model would make a "
+                                  f"{new[0]}×{new[1]} image, over the limit of {MAX_RESIZED_PIXELS:,} pixels "
+                                  "(crop it to a sensible aspect ratio)")
 
 
 @dataclass(frozen=True)
@@ -40,11 +53,19 @@ class Preprocess:
     def resize_to(self) -> int:
         return int(round(self.size / self.crop_pct))
 
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the shorter side is scaled to `resize_to` (never below `size`)."""
+        scale = self.resize_to / min(width, height)
+        return max(self.size, round(width * scale)), max(self.size, round(height * scale))
+
     def apply(self, img: Image.Image) -> np.ndarray:
-        """PIL RGB image → (size, size, 3) uint8: normalisation is left to the model, so batches stay small."""
+        """PIL RGB image → (size, size, 3) uint8: normalisation is left to the model, so batches stay small.
+
+        Raises `ImageError` when the resized image would be over `MAX_RESIZED_PIXELS`: a thin strip
+        (100000×2) is small on disk and to decode, but scaling its short side up would need gigabytes."""
         w, h = img.size
-        scale = self.resize_to / min(w, h)
-        new = (max(self.size, round(w * scale)), max(self.size, round(h * scale)))
+        new = self.resized_size(w, h)
+        _check_resize(w, h, new)
         if new != (w, h):
             img = img.resize(new, _RESAMPLE[self.interpolation], reducing_gap=None)
         left, top = (new[0] - self.size) // 2, (new[1] - self.size) // 2
