@@ -127,7 +127,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if cal.get("applied", True):
             _info(args, f"calibrated on {cal['n']} held-out images: T={cal['temperature']:.3f}, ECE "
                         f"{cal['before']['ece']:.3f} → {cal['after']['ece']:.3f} (reliability.png/svg)")
-        else:
+        elif "skipped" not in cal:  # a skipped temperature was already explained by a warning
             _info(args, f"kept the head's own probabilities: a fitted temperature (T={cal['temperature']:.3f}) would "
                         f"raise the ECE of {cal['n']} held-out images {cal['before']['ece']:.3f} → {cal['after']['ece']:.3f}")
     t = clf.info["training"]

@@ -7,6 +7,7 @@ used with the final head.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,10 @@ from ..heads.base import stratified_holdout
 from .calibration import TemperatureScaler, calibration_summary
 from .detector import DEFAULT_METHOD, OODDetector
 
+log = logging.getLogger("finegrain")
 MIN_HELD_OUT = 2  # fewer held-out images cannot fit a temperature
+# A temperature fitted on fewer held-out images per class (on average) follows noise: T=1 is kept instead.
+MIN_HELD_OUT_PER_CLASS = 2
 
 
 def _twin(head: Head) -> Head:
@@ -31,6 +35,14 @@ def keeps_temperature(summary: dict[str, Any]) -> bool:
     """A temperature is fitted by likelihood; it is kept only if it also lowers the held-out ECE, so calibration
     never makes the confidences users see worse (prototype and kNN heads are often already well calibrated)."""
     return summary["after"]["ece"] < summary["before"]["ece"]
+
+
+def too_few_per_class(n_held: int, n_classes: int) -> str | None:
+    """Why a temperature should not be fitted on `n_held` images of `n_classes` classes, or None if it may."""
+    if n_held >= MIN_HELD_OUT_PER_CLASS * n_classes:
+        return None
+    return (f"only {n_held} held-out images for {n_classes} classes (at least {MIN_HELD_OUT_PER_CLASS} per class "
+            "on average are needed to fit a temperature)")
 
 
 def held_out_split(y: np.ndarray, y_val: np.ndarray | None, val_split: float,
@@ -55,9 +67,13 @@ def calibrate_and_detect(head: Head, X: np.ndarray, y: np.ndarray, X_val: np.nda
     twin = _twin(head).fit(X_all[fit_idx], y_all[fit_idx])
     logits = twin.decision_function(X_all[held_idx])
     y_held = twin.encode_labels(y_all[held_idx])
-    fitted = TemperatureScaler().fit(logits, y_held).temperature_
+    skipped = too_few_per_class(len(held_idx), len(twin.classes_))
+    fitted = 1.0 if skipped else TemperatureScaler().fit(logits, y_held).temperature_
     summary = calibration_summary(logits, y_held, fitted)
-    summary["applied"] = keeps_temperature(summary)
+    summary["applied"] = skipped is None and keeps_temperature(summary)
+    if skipped:
+        summary["skipped"] = skipped
+        log.warning("%s: confidences keep T=1 (add images or a val split to calibrate them)", skipped)
     temperature = fitted if summary["applied"] else 1.0
     summary["held_out"] = "val split" if y_val is not None and len(y_val) else f"{val_split:.0%} of train"
     params = {"method": ood_method, "temperature": temperature, "target_tpr": target_tpr}
