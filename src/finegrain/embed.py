@@ -177,6 +177,8 @@ def _embed_composite(samples: Sequence[Sample], bb: CompositeBackbone, desc: str
 
 
 EMBEDDINGS_FORMAT = "finegrain-embeddings/1"
+# File names that are not UTF-8 are written back as their own bytes, so index.csv paths still open.
+PATH_BYTES = "surrogateescape"
 
 
 def save_embeddings(emb: Embeddings, directory: str | Path, provenance: dict) -> Path:
@@ -189,12 +191,12 @@ def save_embeddings(emb: Embeddings, directory: str | Path, provenance: dict) ->
     target = Path(directory)
     tmp = staging_dir(target)
     save_file({"embeddings": np.ascontiguousarray(emb.X, dtype=np.float32)}, str(tmp / "embeddings.safetensors"))
-    with (tmp / "index.csv").open("w", newline="", encoding="utf-8") as fh:
+    with (tmp / "index.csv").open("w", newline="", encoding="utf-8", errors=PATH_BYTES) as fh:
         w = csv.writer(fh)
         w.writerow(["path", "label", "split", "group", "sha256"])
         for s, sha in zip(emb.samples, emb.shas):
             w.writerow([str(s.path), s.label or "", s.split or "", s.group or "", sha])
-    with (tmp / "errors.csv").open("w", newline="", encoding="utf-8") as fh:
+    with (tmp / "errors.csv").open("w", newline="", encoding="utf-8", errors=PATH_BYTES) as fh:
         w = csv.writer(fh)
         w.writerow(["path", "reason"])
         w.writerows([e.path, e.reason] for e in emb.errors)
@@ -222,13 +224,13 @@ def load_embeddings(directory: str | Path) -> Embeddings:
     d = Path(directory)
     meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
     X = load_file(str(d / "embeddings.safetensors"))["embeddings"]
-    with (d / "index.csv").open(newline="", encoding="utf-8") as fh:
+    with (d / "index.csv").open(newline="", encoding="utf-8", errors=PATH_BYTES) as fh:
         rows = list(csv.DictReader(fh))
     if len(rows) != len(X):
         raise DataError(f"embeddings folder {d} is inconsistent", expected=f"{len(X)} rows in index.csv",
                         found=f"{len(rows)} rows", fix="re-create it with `finegrain embed`")
     samples = [Sample(Path(r["path"]), r["label"] or None, r["split"] or None, r["group"] or None) for r in rows]
-    with (d / "errors.csv").open(newline="", encoding="utf-8") as fh:
+    with (d / "errors.csv").open(newline="", encoding="utf-8", errors=PATH_BYTES) as fh:
         errors = [ErrorRecord(r["path"], r["reason"]) for r in csv.DictReader(fh)]
     return Embeddings(X=X, samples=samples, shas=[r["sha256"] for r in rows], backbone_id=meta["backbone"],
                       cache_key=meta["cache_key"], preprocess=meta["preprocess"], errors=errors)

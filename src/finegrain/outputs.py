@@ -9,6 +9,12 @@ from typing import Any, Sequence
 from .pipeline import Prediction
 
 
+def printable(text: str) -> str:
+    """A file name as valid UTF-8 text: bytes that are not UTF-8 (kept by Python as surrogate escapes) are
+    written as \\xNN, so CSV/JSON output stays valid instead of crashing the writer."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align_right: Sequence[int] = ()) -> str:
     cells = [[str(h) for h in header]] + [["" if v is None else str(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
@@ -37,10 +43,10 @@ def predictions_table(preds: Sequence[Prediction], top_k: int) -> str:
     rows = []
     for p in preds:
         if p.error:
-            rows.append([p.path, f"ERROR: {p.error}"] + [""] * (2 * top_k - 1 + 2 * extra))
+            rows.append([printable(p.path), f"ERROR: {printable(p.error)}"] + [""] * (2 * top_k - 1 + 2 * extra))
         else:
             cells = [x for lab, pr in zip(p.labels, p.probs) for x in (lab, f"{pr:.3f}")]
-            rows.append([p.path] + (_unknown_cells(p) if extra else []) + cells + [""] * (2 * top_k - len(cells)))
+            rows.append([printable(p.path)] + (_unknown_cells(p) if extra else []) + cells + [""] * (2 * top_k - len(cells)))
     return text_table(header, rows)
 
 
@@ -54,7 +60,7 @@ def predictions_csv(preds: Sequence[Prediction], top_k: int, provenance: dict[st
     tail = [provenance["backbone"], provenance["class_list_hash"], provenance["finegrain_version"]]
     for p in preds:
         cells = [x for lab, pr in zip(p.labels, p.probs) for x in (lab, pr)]
-        w.writerow([p.path, "error" if p.error else "ok", p.error or ""]
+        w.writerow([printable(p.path), "error" if p.error else "ok", printable(p.error or "")]
                    + (_unknown_cells(p, "{}") if extra else []) + cells + [""] * (2 * top_k - len(cells)) + tail)
     return buf.getvalue()
 
@@ -62,7 +68,8 @@ def predictions_csv(preds: Sequence[Prediction], top_k: int, provenance: dict[st
 def predictions_jsonl(preds: Sequence[Prediction], provenance: dict[str, Any]) -> str:
     model = {k: provenance[k] for k in ("backbone", "class_list_hash", "finegrain_version", "head", "head_mode")
              if k in provenance}
-    return "".join(json.dumps({**p.to_dict(), "model": model}, ensure_ascii=False) + "\n" for p in preds)
+    return "".join(json.dumps({**p.to_dict(), "path": printable(p.path), "error": p.error and printable(p.error),
+                               "model": model}, ensure_ascii=False) + "\n" for p in preds)
 
 
 def _pct(x: float | None) -> str:
