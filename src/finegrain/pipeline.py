@@ -180,10 +180,11 @@ class Classifier:
     def load(cls, directory: str | Path) -> "Classifier":
         """Load a model folder, validating every file (`model_files`); when DIRECTORY is missing but a save
         into it was interrupted, its complete `.DIRECTORY.old` backup is loaded instead (with a warning)."""
+        from .data.sources import expand_user
         from .io import existing_or_backup
         from .model_files import build_detector, build_head, load_tensors, read_config, read_temperature
 
-        d = existing_or_backup(Path(directory).expanduser())
+        d = existing_or_backup(expand_user(directory))
         cfg_path = d / CONFIG_FILE
         if not cfg_path.is_file():
             raise DataError(f"{d} is not a finegrain model directory", expected=f"{CONFIG_FILE} and {HEAD_FILE} inside",

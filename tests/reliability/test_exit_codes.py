@@ -43,3 +43,10 @@ def test_manifest_without_path_column_names_its_columns(cli, tmp_path):
     (tmp_path / "m.csv").write_text("file,label\na.png,finch\n")
     code, _, err = cli("fit", tmp_path / "m.csv", "-o", tmp_path / "model", "--backbone", "tiny")
     assert code == 1 and "has no 'path' column" in err and "found: columns file, label" in err
+
+
+def test_paths_naming_an_unknown_user_are_messages_not_tracebacks(cli, tiny_model, make_good, tmp_path):
+    code, _, err = cli("predict", "~no_such_user_xyz/model", make_good(tmp_path / "good.png"), "-q")
+    assert code == 1 and "not a finegrain model directory" in err
+    code, out, err = cli("predict", tiny_model, "~no_such_user_xyz/a.png", tmp_path / "good.png", "--format", "csv")
+    assert code == 0 and "file not found" in out and ",ok," in out

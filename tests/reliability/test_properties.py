@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from finegrain.data.images import load_rgb
-from finegrain.data.sources import load_manifest
+from finegrain.data.sources import expand_user, load_manifest
 from finegrain.errors import DataError, FinegrainError, ImageError
 from finegrain.metrics import (confusion_matrix, expected_calibration_error, macro_f1, mean_per_class_accuracy,
                                top_k_accuracy)
@@ -40,7 +40,7 @@ def test_manifest_reader_reads_every_row_or_says_why(tmp_path_factory, rows):
     assert len(ds.samples) == len(rows)
     for sample, (file, label, _) in zip(ds.samples, rows):
         assert sample.label == (label.strip() or None)
-        assert sample.path.name == Path(file.strip()).expanduser().name
+        assert sample.path.name == expand_user(file.strip()).name
 
 
 @FAST
@@ -104,3 +104,9 @@ def test_metrics_bounds_and_perfect_predictions(pair):
 def test_top_k_rejects_k_below_1(k):
     with pytest.raises(FinegrainError, match="k"):
         top_k_accuracy(np.array([0]), np.array([[1.0, 0.0]]), k)
+
+
+def test_manifest_path_naming_an_unknown_user_is_kept(tmp_path):
+    """Found by hypothesis: Path('~0').expanduser() raises RuntimeError when user '0' does not exist."""
+    (tmp_path / "m.csv").write_text("path,label\n~no_such_user_xyz/a.png,finch\n")
+    assert str(load_manifest(tmp_path / "m.csv").samples[0].path).endswith("~no_such_user_xyz/a.png")

@@ -54,13 +54,22 @@ class DataSet:
                         fix="add a 'label' column with each image's class (or rename the column that holds it)")
 
 
+def expand_user(path: str | Path) -> Path:
+    """`~` and `~user` expanded where they can be; a path naming an unknown user stays as written (it then
+    fails as a missing file with its own message, instead of Path.expanduser's RuntimeError)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
 def normalise_split(name: str) -> str | None:
     return SPLIT_ALIASES.get(name.strip().lower())
 
 
 def load_data(path: str | Path) -> DataSet:
     """Recognise the layout at `path` and return its samples (labels and splits where the layout has them)."""
-    root = Path(path).expanduser()
+    root = expand_user(path)
     if not root.exists():
         raise DataError(f"data path {root} does not exist", expected="a folder or a .csv/.parquet manifest",
                         found="nothing at that path", fix="check the path (relative paths start from the current folder)")
@@ -168,7 +177,7 @@ def load_manifest(path: Path) -> DataSet:
         if split_raw and split is None:
             raise DataError(f"manifest {path} row {i} has an unknown split '{split_raw}'",
                             expected="train, val or test", found=repr(split_raw), fix="use train, val or test")
-        file = Path(row["path"]).expanduser()
+        file = expand_user(row["path"])
         samples.append(Sample(file if file.is_absolute() else path.parent / file, row.get("label") or None,
                               split, row.get("group") or None))
     return DataSet(samples, path.parent, "manifest", columns=list(rows[0]))
@@ -212,7 +221,7 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Sample]:
     recursively for image files, hidden ones skipped."""
     samples = []
     for item in inputs:
-        p = Path(item).expanduser()
+        p = expand_user(item)
         if p.is_dir():
             samples += [Sample(f) for f in iter_image_files(p)]
         elif p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file():
