@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finegrain.backbones import VLM_FAMILIES, Preprocess, get_backbone, list_backbones
+from finegrain.backbones import TUNED_FAMILY, VLM_FAMILIES, Preprocess, get_backbone, list_backbones
 
 # CLIP-family ids need a model argument: their image towers are tested with a tiny CLIP in tests/zeroshot
-PLAIN = [b for b in list_backbones() if b not in VLM_FAMILIES] + ["tiny:24"]
+PLAIN = [b for b in list_backbones() if b not in (*VLM_FAMILIES, TUNED_FAMILY)] + ["tiny:24"]
 from finegrain.errors import ConfigError
 
 

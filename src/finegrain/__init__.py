@@ -2,6 +2,7 @@
 
     import finegrain
     clf = finegrain.fit("data/birds")                 # folder-per-class, manifest or CUB-style folder
+    clf = finegrain.finetune("data/birds")            # or: tune the backbone's last blocks too (minutes on a CPU)
     clf.save("models/birds")
     clf = finegrain.Classifier.load("models/birds")
     clf.predict(["photo.jpg"], top_k=5)
@@ -18,6 +19,8 @@ from ._version import __version__
 
 _LAZY = {
     "fit": ("finegrain.training", "fit"),
+    "finetune": ("finegrain.finetune.api", "finetune"),
+    "TrainSettings": ("finegrain.finetune.settings", "TrainSettings"),
     "evaluate": ("finegrain.evaluation", "evaluate"),
     "Classifier": ("finegrain.pipeline", "Classifier"),
     "Prediction": ("finegrain.pipeline", "Prediction"),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .backbones import TUNED_FAMILY
 from .data.images import DEFAULT_MAX_PIXELS
 from .data.samples import Sample
 from .embed import Embeddings, embed_samples
@@ -172,6 +173,9 @@ class Classifier:
             ood_values, ood_arrays = self.detector.to_state()
             save_file({k: np.ascontiguousarray(v) for k, v in ood_arrays.items()}, str(tmp / OOD_FILE))
             config["ood"] = ood_values
+        if f"{TUNED_FAMILY}:" in self.backbone_id:  # the tuned network travels inside the model folder
+            from .finetune.network import save_model_backbones
+            config["tuned_backbones"] = save_model_backbones(self.backbone_id, tmp)
         (tmp / CONFIG_FILE).write_text(to_json(config) + "\n", encoding="utf-8")
         replace_dir_atomic(tmp, target)
         return target
@@ -191,10 +195,14 @@ class Classifier:
                             found="no config.json" if d.is_dir() else "no such folder",
                             fix="pass the folder written by `finegrain fit -o MODEL_DIR`")
         config = read_config(cfg_path, MODEL_FORMAT)
+        if config.get("tuned_backbones"):
+            from .finetune.network import load_model_backbones
+            load_model_backbones(config["tuned_backbones"], d)
         head = build_head(config["head"], load_tensors(d / HEAD_FILE), config["classes"], d / HEAD_FILE)
         detector = build_detector(config["ood"], load_tensors(d / OOD_FILE), head, d / OOD_FILE) \
             if "ood" in config else None
         info = {k: v for k, v in config.items() if k not in {"format", "backbone", "preprocess", "cache_key",
-                                                             "classes", "class_list_hash", "head", "temperature", "ood"}}
+                                                             "classes", "class_list_hash", "head", "temperature", "ood",
+                                                             "tuned_backbones"}}
         return cls(head, config["backbone"], config["preprocess"], config["cache_key"], info,
                    temperature=read_temperature(config, cfg_path), detector=detector)

@@ -3,6 +3,7 @@ of those joined by '+' (their embeddings side by side, `composite.py`)."""
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError
@@ -12,6 +13,7 @@ from .composite import SEPARATOR, CompositeBackbone, member_ids
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 VLM_FAMILIES = ("hf_clip", "open_clip")
+TUNED_FAMILY = "finetuned"  # `finetuned:BASE.HASH`: weights written by `finegrain finetune` into a model folder
 BACKBONES: Registry[Callable[[str], Backbone]] = Registry("backbone")
 
 
@@ -28,11 +30,16 @@ def _register_builtin() -> None:
         from ..zeroshot.clip import VLMImageBackbone
         return VLMImageBackbone(name)
 
+    def finetuned(name: str) -> Backbone:
+        from ..finetune.network import registered
+        return registered(name)
+
     for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         BACKBONES.register(name)(lite)
     BACKBONES.register("tiny")(tiny)
     for family in VLM_FAMILIES:  # image towers of CLIP-family models: `hf_clip:DIR`, `open_clip:ARCH/TAG`
         BACKBONES.register(family)(vlm)
+    BACKBONES.register(TUNED_FAMILY)(finetuned)
 
 
 _register_builtin()
@@ -53,6 +60,9 @@ def get_backbone(backbone_id: str = DEFAULT_BACKBONE) -> Backbone | CompositeBac
     if SEPARATOR in str(backbone_id):
         return CompositeBackbone([get_backbone(m) for m in member_ids(backbone_id)])
     family, _ = parse_backbone_id(backbone_id)
+    if family not in BACKBONES.names() and Path(backbone_id).expanduser().is_dir():  # a model folder's backbone
+        from ..finetune.network import backbone_of_model_folder
+        return get_backbone(backbone_of_model_folder(Path(backbone_id).expanduser()))
     return BACKBONES.get(family)(backbone_id)
 
 

@@ -148,16 +148,20 @@ def _exportable(source: Backbone) -> bool:
 
 
 def _export(source: Backbone, path: Path) -> None:
-    import torch
-
     if not _exportable(source):
         raise ConfigError(f"backbone '{source.id}' cannot run in ONNX Runtime", expected="a PyTorch backbone",
                           found=type(source).__name__, fix="use --runtime torch")
-    size = source.preprocess.size
+    export_uint8_module(_uint8_module(source), source.preprocess.size, path)
+
+
+def export_uint8_module(module, size: int, path: Path) -> None:
+    """Export `module` (uint8 (N, size, size, 3) images → one output, batch size free) to ONNX at `path`."""
+    import torch
+
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter; the agreement check is what counts
-        torch.onnx.export(_uint8_module(source), (example,), str(path), input_names=["images"],
+        torch.onnx.export(module, (example,), str(path), input_names=["images"],
                           output_names=["features"], dynamic_axes={"images": {0: "n"}, "features": {0: "n"}},
                           opset_version=OPSET, dynamo=False)
 

@@ -28,6 +28,9 @@ EPILOG = {
     "explain": "examples:\n  finegrain explain models/birds photo.jpg -o explanations/\n"
                "  finegrain explain models/birds photo.jpg -o why/ --class Hooded_Oriole --versus Orchard_Oriole",
     "report": "example:\n  finegrain report models/birds data/birds -o report.html",
+    "finetune": "examples:\n  finegrain finetune data/birds -o models/birds-tuned --seed 0\n"
+                "  finegrain finetune data/birds -o models/birds-tuned --train-blocks 3 --views 4 --epochs 10\n"
+                "  finegrain predict models/birds-tuned photos/   # the tuned network travels in the model folder",
     "fewshot-eval": "examples:\n  finegrain fewshot-eval data/birds --ways 5 --shots 1 --queries 15 --episodes 600 --seed 0\n"
                     "  finegrain fewshot-eval embeddings/birds --ways 5 --shots 1 --imbalanced --format json",
 }
@@ -118,6 +121,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
               seed=args.seed, cache_dir=args.cache_dir, max_error_rate=args.max_error_rate,
               calibrate=args.calibrate, ood_method=args.ood_score, unknown_tpr=args.unknown_tpr, shots=args.shots,
               **embed_kwargs(args))
+    save_with_diagram(args, clf)
+    t = clf.info["training"]
+    _info(args, f"fitted {args.head} head on {t['n_train']} images of {len(clf.classes)} classes "
+                f"({t['n_val']} validation, {t['n_unreadable']} unreadable) in {t['seconds']:.1f}s "
+                f"→ {args.output}")
+    return 0
+
+
+def save_with_diagram(args: argparse.Namespace, clf) -> None:
+    """Save the model to --output with its reliability diagram, and say what calibration did."""
     clf.save(args.output)
     if "calibration" in clf.info:
         from ..openworld.plots import save_reliability_diagram
@@ -130,11 +143,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
         elif "skipped" not in cal:  # a skipped temperature was already explained by a warning
             _info(args, f"kept the head's own probabilities: a fitted temperature (T={cal['temperature']:.3f}) would "
                         f"raise the ECE of {cal['n']} held-out images {cal['before']['ece']:.3f} → {cal['after']['ece']:.3f}")
-    t = clf.info["training"]
-    _info(args, f"fitted {args.head} head on {t['n_train']} images of {len(clf.classes)} classes "
-                f"({t['n_val']} validation, {t['n_unreadable']} unreadable) in {t['seconds']:.1f}s "
-                f"→ {args.output}")
-    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -242,9 +250,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_backbones(args: argparse.Namespace) -> int:
     from ..backbones import DEFAULT_BACKBONE, VLM_FAMILIES, list_backbones
     needs = {"hf_clip": ":DIR  (a Hugging Face CLIP-family model folder; pip install 'finegrain[clip]')",
-             "open_clip": ":ARCH/TAG  (an open_clip model; needs open_clip and its weights)"}
+             "open_clip": ":ARCH/TAG  (an open_clip model; needs open_clip and its weights)",
+             "finetuned": ":BASE.HASH  (written by `finegrain finetune`; pass its model folder as --backbone)"}
     for name in list_backbones():
-        print(name + ("  (default)" if name == DEFAULT_BACKBONE else needs[name] if name in VLM_FAMILIES else ""))
+        print(name + ("  (default)" if name == DEFAULT_BACKBONE else needs.get(name, "")))
     print("join ids with '+' to use several side by side, e.g. efficientnet_lite0+efficientnet_lite2 "
           "(more accurate, slower, no Grad-CAM)", file=sys.stderr)
     return 0
@@ -342,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
                                   "Grad-CAM heatmaps, a 'why A rather than B' map and nearest training images"))
     report_cli.add_arguments(add("report", lazy("finegrain.cli.report"),
                                  "one self-contained HTML report: metrics, plots, worst mistakes explained, data health"))
+    from . import finetune as finetune_cli  # argument definitions only: light imports
+    p = add("finetune", lazy("finegrain.cli.finetune"),
+            "fine-tune the last blocks of the backbone on stored trunk activations of augmented views, then fit the head")
+    finetune_cli.add_arguments(p)
+    add_common_options(p)
     from . import fewshot as fewshot_cli  # argument definitions only: light imports
     p = add("fewshot-eval", lazy("finegrain.cli.fewshot"),
             "N-way K-shot episodic accuracy ± 95%% CI: inductive prototypes/logistic vs transductive EM (UNEM)")

@@ -1,0 +1,139 @@
+"""Fine-tuning benchmark: `finegrain finetune` against the frozen logistic head, row by row.
+
+    python benchmarks/finetune.py --row cub100_default --seed 0      # one row → results/finetune/ROW_sSEED.json
+    python benchmarks/finetune.py --merge                            # all rows → results/finetune.json + a table
+
+Each row is one child `finegrain` process (wall time and peak RSS are that row's alone), trained on the
+train split (cub100), or on the seeded 50/50 split of at most 100 images per class (plankton, the open-world
+protocol), and scored on the test images. Rows share one cache folder ($FINEGRAIN_BENCH_CACHE, default
+/tmp/finegrain-bench-cache), so the stock embeddings and the trunk activations of a view recipe are computed
+by the first row that needs them: a row's `cold` flag says whether its trunk activations were computed in it.
+Rows are split so that a session can run them one at a time; say in the README what ran beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import RESULTS, machine, peak_rss_children_mib, run_cli, shared_dataset
+
+CACHE = Path(os.environ.get("FINEGRAIN_BENCH_CACHE", "/tmp/finegrain-bench-cache"))
+ROWS = {  # name: (dataset, command, extra arguments)
+    "cub100_frozen": ("cub100", "fit", []),
+    "cub100_default": ("cub100", "finetune", []),
+    "cub100_blocks1": ("cub100", "finetune", ["--train-blocks", "1"]),
+    "cub100_blocks3": ("cub100", "finetune", ["--train-blocks", "3"]),
+    "cub100_views1": ("cub100", "finetune", ["--views", "1"]),
+    "cub100_views4": ("cub100", "finetune", ["--views", "4"]),
+    "cub100_no_jitter": ("cub100", "finetune", ["--jitter", "0"]),
+    "cub100_no_ema": ("cub100", "finetune", ["--ema-decay", "0"]),
+    "cub100_fp32": ("cub100", "finetune", ["--precision", "fp32"]),
+    "cub100_mixup": ("cub100", "finetune", ["--mixup", "0.4"]),
+    "cub100_epochs8": ("cub100", "finetune", ["--epochs", "8"]),
+    "plankton_frozen": ("plankton", "fit", []),
+    "plankton_default": ("plankton", "finetune", []),
+}
+
+
+def plankton_manifest(work: Path, per_class: int = 100, seed: int = 0) -> Path:
+    """The open-world protocol's plankton data: ≤ per_class images a class, split 50/50, stratified and seeded."""
+    source = shared_dataset("ndsb_plankton") / "manifest.csv"
+    with source.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[dict]] = {}
+    for r in rows:
+        by_class.setdefault(r["label"], []).append(r)
+    out = work / "plankton_manifest.csv"
+    with out.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "split"])
+        for label in sorted(by_class):
+            items = [by_class[label][i] for i in rng.permutation(len(by_class[label]))[:per_class]]
+            half = len(items) // 2
+            for i, r in enumerate(items):
+                w.writerow([str((source.parent / r["path"]).resolve()), label, "train" if i >= half else "test"])
+    return out
+
+
+def data_for(dataset: str, work: Path) -> Path:
+    return shared_dataset("cub100") if dataset == "cub100" else plankton_manifest(work)
+
+
+def run_row(name: str, seed: int) -> dict:
+    dataset, command, extra = ROWS[name]
+    work = CACHE / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    data = data_for(dataset, work)
+    model = work / f"{name}_s{seed}"
+    env = {"FINEGRAIN_CACHE_DIR": str(CACHE)}
+    stores_before = set((CACHE / "activations").glob("*/chunk-*.json"))
+    wall, _ = run_cli([command, str(data), "-o", str(model), "--seed", str(seed), *extra, "-q"], env)
+    rss = peak_rss_children_mib()
+    cold = set((CACHE / "activations").glob("*/chunk-*.json")) != stores_before
+    t_eval, out = run_cli(["eval", str(model), str(data), "--format", "json", "-q",
+                           "--output", str(work / f"{name}_s{seed}_eval.json")], env)
+    rep = json.loads(out)
+    config = json.loads((model / "config.json").read_text())
+    row = {"row": name, "dataset": dataset, "command": command, "args": extra, "seed": seed,
+           "top1": rep["top1"], "top5": rep["top5"], "mean_per_class_accuracy": rep["mean_per_class_accuracy"],
+           "ece": rep["ece"], "n_test": rep["n"], "wall_s": round(wall, 1), "eval_s": round(t_eval, 1),
+           "peak_rss_mib": round(rss), "cold_activations": cold, "machine": machine(),
+           "other_load": os.environ.get("FINEGRAIN_BENCH_NOTE", ""), "date": time.strftime("%Y-%m-%d %H:%M")}
+    if "finetune" in config:
+        members = config["finetune"]["members"]
+        row["finetune"] = [{k: m[k] for k in ("base", "trained_stages", "precision", "best_epoch",
+                                              "network_val_accuracy", "store_seconds", "train_seconds", "history")}
+                           for m in members]
+        row["head_val_accuracy"] = config["training"].get("val_accuracy")
+    return row
+
+
+def merge() -> dict:
+    rows = [json.loads(p.read_text()) for p in sorted((RESULTS / "finetune").glob("*.json"))]
+    table: dict[str, dict] = {}
+    for r in rows:
+        t = table.setdefault(r["row"], {"dataset": r["dataset"], "args": r["args"], "seeds": [], "top1": [],
+                                         "ece": [], "wall_s": [], "peak_rss_mib": []})
+        for k in ("top1", "ece", "wall_s", "peak_rss_mib"):
+            t[k].append(r[k])
+        t["seeds"].append(r["seed"])
+        if r.get("finetune"):
+            t.setdefault("s_per_epoch", []).append(
+                round(float(np.mean([h["seconds"] for h in r["finetune"][0]["history"]])), 1))
+    for t in table.values():
+        t["top1_mean"], t["top1_std"] = float(np.mean(t["top1"])), float(np.std(t["top1"]))
+    return {"rows": table, "machine": machine()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--row", choices=sorted(ROWS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--merge", action="store_true")
+    args = ap.parse_args()
+    if args.merge:
+        merged = merge()
+        (RESULTS / "finetune.json").write_text(json.dumps(merged, indent=2) + "\n")
+        for name, t in merged["rows"].items():
+            print(f"{name:20s} top1 {t['top1_mean']:.4f} ± {t['top1_std']:.4f} (seeds {t['seeds']})  "
+                  f"ece {np.mean(t['ece']):.4f}  wall {np.mean(t['wall_s']):.0f} s  rss {max(t['peak_rss_mib'])} MiB")
+        return
+    if not args.row:
+        ap.error("give --row NAME (or --merge)")
+    row = run_row(args.row, args.seed)
+    out = RESULTS / "finetune" / f"{args.row}_s{args.seed}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(row, indent=2) + "\n")
+    print(f"{args.row} seed {args.seed}: top1 {row['top1']:.4f}, wall {row['wall_s']:.0f} s → {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""`finegrain finetune DATA -o MODEL`: partial fine-tuning on stored trunk activations, then the usual head."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _train_blocks(value: str) -> int | str:
+    if value == "all":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of blocks ≥ 0 or 'all', found {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of blocks ≥ 0 or 'all', found {value!r}")
+    return n
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..backbones import DEFAULT_BACKBONE
+    from ..finetune.settings import DEFAULT_TRAIN_BLOCKS, DEFAULT_VAL_SPLIT, TrainSettings
+
+    d = TrainSettings()
+    p.add_argument("data", help="folder, manifest (.csv/.parquet) or CUB-style folder, as for fit")
+    p.add_argument("-o", "--output", required=True, type=Path, help="model directory to write")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help=f"backbone to tune (default {DEFAULT_BACKBONE}); 'a+b' tunes each member, then joins them")
+    p.add_argument("--train-blocks", type=_train_blocks, default=DEFAULT_TRAIN_BLOCKS, metavar="N|all",
+                   help=f"train the last N blocks (+ the final conv) on stored activations of the rest (default "
+                        f"{DEFAULT_TRAIN_BLOCKS}); 0: classifier only; all: full fine-tuning (slow on a CPU, for GPUs)")
+    g = p.add_argument_group("views (computed once, stored)")
+    g.add_argument("--views", type=int, default=8, help="stored views per training image: the centre crop + random "
+                                                        "resized crops (default 8)")
+    g.add_argument("--crop-scale", type=float, default=0.35, help="smallest crop, as a fraction of the image area (default 0.35)")
+    g.add_argument("--jitter", type=float, default=0.2, help="brightness/contrast/saturation jitter, 0 = off (default 0.2)")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
+    g.add_argument("--lr", type=float, default=d.lr, help=f"classifier learning rate (default {d.lr})")
+    g.add_argument("--backbone-lr", type=float, default=d.backbone_lr,
+                   help=f"learning rate of the last block; earlier ones get it × layer decay per block (default {d.backbone_lr})")
+    g.add_argument("--layer-decay", type=float, default=d.layer_decay, help=f"default {d.layer_decay}")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
+    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing}")
+    g.add_argument("--ema-decay", type=float, default=d.ema_decay, help=f"EMA decay of the weights, 0 = off (default {d.ema_decay})")
+    g.add_argument("--mixup", type=float, default=d.mixup, help="MixUp Beta(α, α) on activations, 0 = off (default)")
+    g.add_argument("--cutmix", type=float, default=d.cutmix, help="CutMix Beta(α, α) on activation maps, 0 = off (default)")
+    g.add_argument("--train-batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision,
+                   help="bf16 autocast: auto uses it on GPUs and on CPUs with AMX/AVX512-BF16 (default auto)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="default auto (cuda when present)")
+    g.add_argument("--restart", action="store_true", help="discard the checkpoint of an interrupted identical run")
+    p.add_argument("--val-split", type=float, default=DEFAULT_VAL_SPLIT,
+                   help=f"fraction of train held out per class when DATA has no val split: chooses the epoch, the head's "
+                        f"C and the calibration, never trained on (default {DEFAULT_VAL_SPLIT}; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--max-error-rate", type=float, default=0.05, help="fail when more than this fraction of images is unreadable (default 0.05)")
+    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit a temperature and the 'unknown' detector on the held-out images (default on)")
+    p.add_argument("--ood-score", default="msp", choices=["msp", "maxlogit", "energy", "mahalanobis", "knn"],
+                   help="score behind `predict --unknown` (default msp)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..finetune.api import finetune
+    from ..finetune.settings import TrainSettings
+    from .main import _info, embed_kwargs, save_with_diagram
+
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.train_batch_size, lr=args.lr,
+                             backbone_lr=args.backbone_lr, layer_decay=args.layer_decay, weight_decay=args.weight_decay,
+                             label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, mixup=args.mixup,
+                             cutmix=args.cutmix, precision=args.precision, device=args.device, seed=args.seed)
+    clf = finetune(args.data, backbone=args.backbone, train_blocks=args.train_blocks, views=args.views,
+                   crop_scale=args.crop_scale, jitter=args.jitter, settings=settings, val_split=args.val_split,
+                   seed=args.seed, cache_dir=args.cache_dir, max_error_rate=args.max_error_rate,
+                   calibrate=args.calibrate, ood_method=args.ood_score, restart=args.restart,
+                   runtime=args.runtime or "auto", **embed_kwargs(args))
+    save_with_diagram(args, clf)
+    ft, t = clf.info["finetune"], clf.info["training"]
+    for m in ft["members"]:
+        net_acc = m["network_val_accuracy"]
+        _info(args, f"{m['base']}: trained {m['trained_stages']} stage(s), kept epoch {m['best_epoch'] or m['settings']['epochs']}"
+                    + (f" (network's validation accuracy {net_acc:.3f})" if net_acc is not None else "")
+                    + f"; activations {m['store_seconds']:.0f} s, training {m['train_seconds']:.0f} s")
+    _info(args, f"fine-tuned on {t['n_train']} images of {len(clf.classes)} classes ({t['n_val']} held out for "
+                f"validation) in {ft['seconds']:.0f} s → {args.output}")
+    return 0

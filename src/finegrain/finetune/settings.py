@@ -1,0 +1,52 @@
+"""The fine-tuning recipe as data: light to import (no torch), so the CLI can show its defaults instantly."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+DEFAULT_TRAIN_BLOCKS = 5
+DEFAULT_VAL_SPLIT = 0.1
+
+
+@dataclass
+class TrainSettings:
+    """The fine-tuning recipe (saved with the model, part of the resume key)."""
+
+    epochs: int = 15
+    batch_size: int = 48
+    lr: float = 1e-3              # classifier; the stages get backbone_lr × layer_decay^depth
+    backbone_lr: float = 3e-4
+    layer_decay: float = 0.8
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
+    ema_decay: float = 0.998      # 0 turns EMA off
+    dropout: float = 0.2
+    mixup: float = 0.0            # Beta(α, α) mixing of activations; 0 = off
+    cutmix: float = 0.0           # Beta(α, α) box mixing of activation maps; 0 = off
+    flip: bool = True             # random horizontal flip of the activation maps
+    probe_steps: int = 300        # linear-probe steps that start the classifier; 0 = random start
+    precision: str = "auto"       # auto | fp32 | bf16
+    device: str = "auto"          # auto | cpu | cuda
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [("epochs", self.epochs >= 1, "a whole number ≥ 1"), ("batch_size", self.batch_size >= 2, "≥ 2"),
+                  ("lr", self.lr > 0, "> 0"), ("backbone_lr", self.backbone_lr >= 0, "≥ 0"),
+                  ("layer_decay", 0 < self.layer_decay <= 1, "in (0, 1]"), ("weight_decay", self.weight_decay >= 0, "≥ 0"),
+                  ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+                  ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"), ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+                  ("mixup", self.mixup >= 0, "≥ 0"), ("cutmix", self.cutmix >= 0, "≥ 0"),
+                  ("precision", self.precision in ("auto", "fp32", "bf16"), "auto, fp32 or bf16"),
+                  ("device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda")]
+        for name, ok, expected in checks:
+            if not ok:
+                flag = {"batch_size": "train-batch-size"}.get(name, name.replace("_", "-"))
+                raise ConfigError(f"--{flag} {getattr(self, name)} is out of range",
+                                  expected=expected, found=str(getattr(self, name)),
+                                  fix=f"pass a value {expected}, or leave the default")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,122 @@
+"""`finegrain finetune` end to end on a tiny backbone: a model folder that carries its tuned network and works
+with every command, ONNX agreeing with PyTorch, kill -9 and resume, and `fit`'s refusals."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_image, make_split_folder, run_cli
+
+FAST = ["--backbone", "tiny", "--train-blocks", "1", "--views", "2", "--precision", "fp32", "-q"]
+
+
+def _cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "finegrain", *map(str, args)], capture_output=True, text=True,
+                          env=env, **kw)
+
+
+def test_finetune_writes_a_model_every_command_uses(tmp_path, capsys):
+    data = make_split_folder(tmp_path / "birds")
+    model = tmp_path / "tuned"
+    code, _, err = run_cli(capsys, "finetune", data, "-o", model, "--epochs", "3", *FAST)
+    assert code == 0, err
+    config = json.loads((model / "config.json").read_text())
+    (member, weights), = config["tuned_backbones"].items()
+    assert config["backbone"] == member and member.startswith("finetuned:tiny.") and (model / weights).is_file()
+    assert config["finetune"]["members"][0]["trained_stages"] == 1 and config["training"]["n_val"] == 3
+    assert len(config["finetune"]["members"][0]["history"]) == 3
+
+    code, out, err = run_cli(capsys, "eval", model, data, "--format", "json", "-q", "--output", tmp_path / "e.json")
+    assert code == 0, err and json.loads(out)["n_scored"] == 12
+    outputs = {}
+    for runtime in ("torch", "onnx"):
+        code, out, err = run_cli(capsys, "predict", model, data / "test", "--format", "jsonl", "--runtime", runtime, "-q")
+        assert code == 0, err
+        outputs[runtime] = [json.loads(line) for line in out.splitlines()]
+    for a, b in zip(outputs["torch"], outputs["onnx"]):
+        assert a["label"] == b["label"] and abs(a["confidence"] - b["confidence"]) < 1e-3
+    code, out, err = run_cli(capsys, "embed", data, "-o", tmp_path / "emb", "--backbone", model, "-q")
+    assert code == 0, err
+    assert json.loads((tmp_path / "emb" / "meta.json").read_text())["backbone"] == member
+
+
+def test_tuned_model_refuses_tampered_weights(tmp_path, capsys):
+    data = make_split_folder(tmp_path / "birds")
+    model = tmp_path / "tuned"
+    assert run_cli(capsys, "finetune", data, "-o", model, "--epochs", "1", *FAST)[0] == 0
+    config = json.loads((model / "config.json").read_text())
+    member, weights = next(iter(config["tuned_backbones"].items()))
+    other = tmp_path / "other"
+    assert run_cli(capsys, "finetune", data, "-o", other, "--epochs", "2", "--seed", "1", *FAST)[0] == 0
+    other_weights = next(iter(json.loads((other / "config.json").read_text())["tuned_backbones"].values()))
+    (model / weights).write_bytes((other / other_weights).read_bytes())
+    from finegrain.finetune import network
+    network._TUNED.clear()
+    code, _, err = run_cli(capsys, "predict", model, data / "test", "-q")
+    assert code == 1 and "not the ones this model was trained with" in err and "Traceback" not in err
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_model(tmp_path):
+    data = make_split_folder(tmp_path / "birds")
+    args = ["finetune", data, "--epochs", "40", *FAST]
+    env = {**os.environ, "FINEGRAIN_CACHE_DIR": str(tmp_path / "cache_a")}
+    assert _cli(*args, "-o", tmp_path / "a", env=env).returncode == 0
+    env["FINEGRAIN_CACHE_DIR"] = str(tmp_path / "cache_b")
+    proc = subprocess.Popen([sys.executable, "-m", "finegrain", *map(str, args), "-o", tmp_path / "b"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not list((tmp_path / "cache_b").glob("finetune-runs/*/checkpoint.json")) and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "b").exists()
+    done = _cli(*args[:-1], "-o", tmp_path / "b", env=env)  # same command without -q: says it resumed
+    assert done.returncode == 0, done.stderr
+    assert "resuming from the checkpoint of epoch" in done.stderr
+    a, b = (json.loads((tmp_path / m / "config.json").read_text()) for m in ("a", "b"))
+    assert a["backbone"] == b["backbone"]  # the id is the weights' hash: bit-identical networks
+
+
+def test_finetune_refuses_what_fit_refuses(tmp_path, capsys):
+    data = make_split_folder(tmp_path / "birds")
+    for i in range(4):
+        (data / "train" / "red_finch" / f"bad{i}.png").write_bytes(b"not an image")
+    code, _, err = run_cli(capsys, "finetune", data, "-o", tmp_path / "m", "--epochs", "1", *FAST)
+    assert code == 1 and "could not be read" in err and "--max-error-rate" in err
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(capsys, "finetune", data, "-o", tmp_path / "m", "--train-blocks", "-1")
+    assert exit_.value.code == 2 and "--train-blocks" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, "finetune", data, "-o", tmp_path / "m", "--epochs", "0", *FAST)
+    assert code == 2 and "--epochs" in err
+
+
+def test_combined_backbone_is_tuned_member_by_member(tmp_path, capsys):
+    data = make_split_folder(tmp_path / "birds")
+    model = tmp_path / "joined"
+    args = [a if a != "tiny" else "tiny+tiny:24" for a in FAST]
+    code, _, err = run_cli(capsys, "finetune", data, "-o", model, "--epochs", "1", *args)
+    assert code == 0, err
+    config = json.loads((model / "config.json").read_text())
+    assert len(config["tuned_backbones"]) == 2 and config["backbone"].count("finetuned:") == 2
+    code, out, err = run_cli(capsys, "predict", model, data / "test", "--format", "jsonl", "-q")
+    assert code == 0 and len(out.splitlines()) == 12
+
+
+def test_single_image_classes_warn_and_still_train(tmp_path, capsys):
+    root = tmp_path / "flat"
+    for k, colour in enumerate([(200, 40, 40), (40, 60, 200)]):
+        for i in range(6):
+            make_image(root / f"c{k}" / f"{i}.png", colour, 10 * k + i)
+    make_image(root / "rare" / "0.png", (40, 180, 60), 99)
+    code, _, err = run_cli(capsys, "finetune", root, "-o", tmp_path / "m", "--epochs", "1", "--val-split", "0.2",
+                           "--backbone", "tiny", "--train-blocks", "1", "--views", "2")
+    assert code == 0, err
+    assert "too few images to hold any out for validation (rare)" in err

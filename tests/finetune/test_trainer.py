@@ -1,0 +1,105 @@
+"""The trainer: it learns, a run resumed from a checkpoint ends exactly where an uninterrupted one does, and its
+settings refuse nonsense."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from finegrain.backbones import get_backbone
+from finegrain.errors import ConfigError
+from finegrain.finetune.network import staged_copy
+from finegrain.finetune.store import ActivationStore
+from finegrain.finetune.trainer import Batches, TopNetwork, Trainer, TrainSettings, lr_factor
+
+
+def _store(tmp_path, n=24, classes=3):
+    """Activations where class c has a bright channel c: learnable by one stage."""
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % classes
+    acts = rng.normal(0, 0.3, (n, 2, 8, 4, 4)).astype(np.float32)
+    for i, c in enumerate(y):
+        acts[i, :, c] += 1.5
+    store = ActivationStore(tmp_path / "store")
+    shas = [f"s{i}" for i in range(n)]
+    store.add(shas, acts)
+    return store, Batches(shas, y.astype(np.int64), 2)
+
+
+def _top(seed=0):
+    torch.manual_seed(seed)
+    staged = staged_copy(get_backbone("tiny"))
+    return TopNetwork([staged.stages[-1]], 16, 3, dropout=0.0)
+
+
+def _settings(**kw):
+    return TrainSettings(**{"epochs": 4, "batch_size": 8, "lr": 3e-2, "backbone_lr": 1e-2, "precision": "fp32",
+                            "probe_steps": 20, **kw})
+
+
+def _trainable(top):
+    for p in top.parameters():
+        p.requires_grad_(True)
+    return top
+
+
+def test_trainer_learns_and_keeps_the_best_epoch(tmp_path):
+    store, train = _store(tmp_path)
+    trainer = Trainer(_trainable(_top()), store, _settings(), tmp_path / "run", progress=False)
+    state = trainer.fit(train, train)
+    assert trainer.best["val_accuracy"] == 1.0 and len(trainer.history) == 4
+    assert set(state) == set(trainer.top.state_dict())
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    store, train = _store(tmp_path)
+    full = Trainer(_trainable(_top()), store, _settings(), tmp_path / "a", progress=False).fit(train, train)
+
+    class Stop(Exception):
+        pass
+
+    interrupted = Trainer(_trainable(_top()), store, _settings(), tmp_path / "b", progress=False)
+    original = interrupted.save_checkpoint
+
+    def save_then_die():
+        original()
+        if interrupted.epoch == 2:
+            raise Stop
+    interrupted.save_checkpoint = save_then_die
+    with pytest.raises(Stop):
+        interrupted.fit(train, train)
+    resumed = Trainer(_trainable(_top(seed=99)), store, _settings(), tmp_path / "b", progress=False)
+    state = resumed.fit(train, train)
+    assert resumed.history[:2] == interrupted.history[:2]
+    for k in full:
+        torch.testing.assert_close(state[k], full[k])
+
+
+def test_settings_out_of_range_are_usage_errors():
+    with pytest.raises(ConfigError, match="--epochs"):
+        TrainSettings(epochs=0)
+    with pytest.raises(ConfigError, match="--ema-decay"):
+        TrainSettings(ema_decay=1.0)
+
+
+def test_cuda_refused_clearly_without_a_gpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    store, _ = _store(tmp_path)
+    with pytest.raises(ConfigError, match="CUDA"):
+        Trainer(_top(), store, _settings(device="cuda"), tmp_path / "run", progress=False)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    values = [lr_factor(s, 100, 10) for s in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(values[10:], values[11:])) and values[-1] < 0.01
+
+
+def test_mixing_keeps_shapes_and_weights(tmp_path):
+    from finegrain.finetune.trainer import _mix
+    x, y = torch.randn(6, 4, 5, 5), torch.arange(6)
+    rng = np.random.default_rng(0)
+    for kw in ({"mixup": 0.4}, {"cutmix": 1.0}):
+        xm, ya, yb, lam = _mix(x, y, _settings(**kw), rng)
+        assert xm.shape == x.shape and 0.0 <= lam <= 1.0 and sorted(yb.tolist()) == list(range(6))
