@@ -37,6 +37,10 @@ ROWS = {  # name: (dataset, command, extra arguments)
     "cub100_fp32": ("cub100", "finetune", ["--precision", "fp32"]),
     "cub100_mixup": ("cub100", "finetune", ["--mixup", "0.4"]),
     "cub100_epochs8": ("cub100", "finetune", ["--epochs", "8"]),
+    "cub100_epochs25": ("cub100", "finetune", ["--epochs", "25"]),
+    "cub100_blocks8": ("cub100", "finetune", ["--train-blocks", "8"]),
+    "cub100_backbone_lr1e-3": ("cub100", "finetune", ["--backbone-lr", "1e-3"]),
+    "cub100_cutmix": ("cub100", "finetune", ["--cutmix", "1.0"]),
     "plankton_frozen": ("plankton", "fit", []),
     "plankton_default": ("plankton", "finetune", []),
 }

@@ -45,6 +45,14 @@ def test_finetune_writes_a_model_every_command_uses(tmp_path, capsys):
     code, out, err = run_cli(capsys, "embed", data, "-o", tmp_path / "emb", "--backbone", model, "-q")
     assert code == 0, err
     assert json.loads((tmp_path / "emb" / "meta.json").read_text())["backbone"] == member
+    code, out, err = run_cli(capsys, "predict", model, data / "test", "--unknown", "auto", "--format", "jsonl", "-q")
+    assert code == 0 and all("unknown" in json.loads(line) for line in out.splitlines())
+    photo = next((data / "test" / "blue_jay").iterdir())
+    code, _, err = run_cli(capsys, "explain", model, photo, "-o", tmp_path / "why", "-q")
+    assert code == 0, err
+    assert json.loads((tmp_path / "why" / "explanations.json").read_text())
+    code, _, err = run_cli(capsys, "discover", model, data / "test", "-o", tmp_path / "found", "-q")
+    assert code == 0, err
 
 
 def test_tuned_model_refuses_tampered_weights(tmp_path, capsys):

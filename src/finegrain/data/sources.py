@@ -146,9 +146,7 @@ def _class_folders(folder: Path, class_dirs: list[Path], split: str | None,
 
 def _read_table(path: Path) -> list[dict[str, str]]:
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            return [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
-                    for row in csv.DictReader(fh)]
+        return _read_csv(path)
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
@@ -156,6 +154,21 @@ def _read_table(path: Path) -> list[dict[str, str]]:
         raise MissingExtraError("pyarrow", "reading Parquet manifests", "parquet") from exc
     table = pq.read_table(path).to_pylist()
     return [{str(k).strip().lower(): ("" if v is None else str(v).strip()) for k, v in row.items()} for row in table]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    """A CSV manifest's rows; text that is not UTF-8 or not CSV is a DataError naming the file (found by fuzzing)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            return [{k.strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
+                    for row in csv.DictReader(fh)]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"manifest {path} is not UTF-8 text", expected="a UTF-8 CSV file: path,label[,split][,group]",
+                        found=f"byte {exc.object[exc.start]:#04x} at offset {exc.start}",
+                        fix="save the manifest as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)") from None
+    except csv.Error as exc:
+        raise DataError(f"manifest {path} is not a readable CSV file", expected="comma-separated rows",
+                        found=str(exc), fix="fix the file (a NUL byte or a broken quote?) or re-export it") from None
 
 
 def load_manifest(path: Path) -> DataSet:
@@ -172,6 +185,9 @@ def load_manifest(path: Path) -> DataSet:
         if not row["path"]:
             raise DataError(f"manifest {path} row {i} has an empty path", expected="a file path",
                             found="an empty cell", fix="fill in or delete that row")
+        if "\0" in row["path"]:
+            raise DataError(f"manifest {path} row {i} has a path with a NUL character", expected="a file path",
+                            found=repr(row["path"][:80]), fix="fix or delete that row")
         split_raw = row.get("split", "")
         split = normalise_split(split_raw) if split_raw else None
         if split_raw and split is None:
