@@ -154,16 +154,15 @@ def _export(source: Backbone, path: Path) -> None:
     export_uint8_module(_uint8_module(source), source.preprocess.size, path)
 
 
-def export_uint8_module(module, size: int, path: Path) -> None:
+def export_uint8_module(module, size: int, path: Path, opset: int = OPSET, output_name: str = "features") -> None:
     """Export `module` (uint8 (N, size, size, 3) images → one output, batch size free) to ONNX at `path`."""
     import torch
 
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter; the agreement check is what counts
-        torch.onnx.export(module, (example,), str(path), input_names=["images"],
-                          output_names=["features"], dynamic_axes={"images": {0: "n"}, "features": {0: "n"}},
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(module, (example,), str(path), input_names=["images"], output_names=[output_name],
+                          dynamic_axes={"images": {0: "n"}, output_name: {0: "n"}}, opset_version=opset, dynamo=False)
 
 
 def check_images(size: int) -> np.ndarray:

@@ -28,9 +28,14 @@ EPILOG = {
     "explain": "examples:\n  finegrain explain models/birds photo.jpg -o explanations/\n"
                "  finegrain explain models/birds photo.jpg -o why/ --class Hooded_Oriole --versus Orchard_Oriole",
     "report": "example:\n  finegrain report models/birds data/birds -o report.html",
+    "export": "examples:\n  finegrain export models/birds -o birds.onnx\n"
+              "  finegrain export models/birds -o birds-int8.onnx --int8 --check data/birds",
     "finetune": "examples:\n  finegrain finetune data/birds -o models/birds-tuned --seed 0\n"
                 "  finegrain finetune data/birds -o models/birds-tuned --train-blocks 3 --views 4 --epochs 10\n"
                 "  finegrain predict models/birds-tuned photos/   # the tuned network travels in the model folder",
+    "serve": "examples:\n  finegrain serve models/birds   # then open http://127.0.0.1:8000/\n"
+             "  finegrain serve birds=models/birds plankton=models/plankton --port 8080 --api-key SECRET\n"
+             "  curl -F files=@photo.jpg 'http://127.0.0.1:8000/v1/models/birds/predict?top_k=5'",
     "fewshot-eval": "examples:\n  finegrain fewshot-eval data/birds --ways 5 --shots 1 --queries 15 --episodes 600 --seed 0\n"
                     "  finegrain fewshot-eval embeddings/birds --ways 5 --shots 1 --imbalanced --format json",
 }
@@ -351,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "Grad-CAM heatmaps, a 'why A rather than B' map and nearest training images"))
     report_cli.add_arguments(add("report", lazy("finegrain.cli.report"),
                                  "one self-contained HTML report: metrics, plots, worst mistakes explained, data health"))
+    from . import export as export_cli  # argument definitions only: light imports
+    export_cli.add_arguments(add("export", lazy("finegrain.cli.export"),
+                                 "write a model as one ONNX file: uint8 image → calibrated probabilities"))
     from . import finetune as finetune_cli  # argument definitions only: light imports
     p = add("finetune", lazy("finegrain.cli.finetune"),
             "fine-tune the last blocks of the backbone on stored trunk activations of augmented views, then fit the head")
@@ -366,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
             "cluster unlabelled images into known and NEW classes, estimating how many new ones (GCD)")
     discover_cli.add_arguments(p)
     add_common_options(p)
+    from . import serve as serve_cli  # argument definitions only: light imports
+    serve_cli.add_arguments(add("serve", lazy("finegrain.cli.serve"),
+                                "HTTP API (JSON, OpenAPI) and a web page for one or more models"))
     from . import zeroshot as zeroshot_cli  # argument definitions only: light imports
     zeroshot_cli.add_zeroshot_arguments(add("zeroshot", lazy("finegrain.cli.zeroshot"),
                                             "a classifier from class names and descriptions, without labelled images"))
