@@ -20,6 +20,7 @@ from .fewshot.episodes import select_shots
 from .heads import DEFAULT_HEAD, head_parameters, make_head
 from .pipeline import Classifier
 from .store import EmbeddingCache
+from .threads import solver_threads
 
 log = logging.getLogger("finegrain")
 DEFAULT_MAX_ERROR_RATE = 0.05
@@ -164,7 +165,8 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
     val_emb = _val_of_known_classes(_labelled(td.val), set(y_train))
     y_val = np.asarray(val_emb.labels, dtype=object) if val_emb.samples else None
     X_val = val_emb.X if y_val is not None else None
-    clf_head.fit(train_emb.X, y_train, X_val, y_val)
+    with solver_threads():
+        clf_head.fit(train_emb.X, y_train, X_val, y_val)
     training = {
         "data": str(data.root if isinstance(data, DataSet) else data), "data_kind": td.kind,
         "n_train": len(train_emb.samples), "n_val": len(val_emb.samples),
@@ -190,6 +192,7 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
         if calibrate:
             log.info("--shots: no calibration or unknown detector (holding out any of the K images would cost accuracy)")
     elif calibrate:
-        _calibrate(clf, train_emb.X, y_train, X_val, y_val, val_split, seed, ood_method, unknown_tpr)
+        with solver_threads():
+            _calibrate(clf, train_emb.X, y_train, X_val, y_val, val_split, seed, ood_method, unknown_tpr)
     training["seconds"] = round(time.perf_counter() - t0, 2)
     return clf

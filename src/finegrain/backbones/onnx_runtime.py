@@ -55,8 +55,9 @@ def onnxruntime_available() -> bool:
 
 
 def intra_op_threads() -> int:
-    """One thread per core (FINEGRAIN_TORCH_THREADS overrides, as for torch): more only oversubscribes."""
-    return int(os.environ.get("FINEGRAIN_TORCH_THREADS", "0")) or (os.cpu_count() or 1)
+    """The thread budget (`--threads`, FINEGRAIN_THREADS, else one per core): more only oversubscribes."""
+    from ..threads import thread_budget
+    return thread_budget()
 
 
 class OnnxBackbone(Backbone):

@@ -13,9 +13,9 @@ from .base import Backbone, Preprocess
 
 
 def configure_torch_threads(n: int | None = None) -> None:
-    """Use one intra-op thread per core at most: oversubscribing 2 cores makes eager PyTorch slower."""
-    import os
-    n = n or int(os.environ.get("FINEGRAIN_TORCH_THREADS", "0")) or (os.cpu_count() or 1)
+    """Use the thread budget (one intra-op thread per core at most): oversubscribing 2 cores slows eager PyTorch."""
+    from ..threads import thread_budget
+    n = n or thread_budget()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 

@@ -61,6 +61,9 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
                         "reference) or auto (onnx when installed; the default, or $FINEGRAIN_RUNTIME)")
     g.add_argument("--max-image-pixels", type=positive_int, default=None,
                    help="refuse images with more pixels than this (decompression-bomb guard; default 89,478,485)")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads for the networks (default: $FINEGRAIN_THREADS, else one per core); the heads' "
+                        "solvers always use one BLAS thread")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes, only warnings and errors")
 
 
@@ -401,7 +404,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..backbones.onnx_runtime import set_default_runtime
         set_default_runtime(args.runtime)
     try:
-        return args.func(args)
+        from ..threads import set_thread_budget, solver_threads
+        set_thread_budget(getattr(args, "threads", None))
+        with solver_threads():
+            return args.func(args)
     except FinegrainError as exc:
         print(f"finegrain {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

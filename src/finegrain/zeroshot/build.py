@@ -18,6 +18,7 @@ from ..data.samples import Sample
 from ..errors import ConfigError, DataError
 from ..pipeline import Classifier
 from ..store import EmbeddingCache
+from ..threads import solver_threads
 from .alignment import AlignmentParams, RefineParams, adapted_means
 from .clip import is_vlm_backbone
 from .encoders import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
@@ -194,6 +195,7 @@ def build_zeroshot(classes: Sequence[str], *, descriptions: ClassDescriptions | 
     return clf
 
 
+@solver_threads()
 def train_alignment(train: Sequence[Sample] | Any, descriptions: ClassDescriptions, *,
                     classes: Sequence[str] | None = None, templates: str | Path | Sequence[str] | None = None,
                     backbone: str = DEFAULT_BACKBONE, text_encoder: str = DEFAULT_TEXT_ENCODER,
