@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+from PIL import Image
 
 from .backbones import Backbone, CompositeBackbone, get_backbone
 from .backbones.onnx_runtime import default_runtime, resolve_runtime
@@ -167,13 +168,40 @@ def _embed_composite(samples: Sequence[Sample], bb: CompositeBackbone, desc: str
     errors = {e.path: e for p in parts for e in p.errors}
     kept = [i for i, h in enumerate(parts[0].shas) if all(h in r for r in rows)]  # the rest have error records
     shas = [parts[0].shas[i] for i in kept]
-    scale = 1.0 / np.sqrt(len(parts))
-    X = np.hstack([np.stack([r[h] for h in shas]) if shas else np.zeros((0, m.embed_dim), dtype=np.float32)
-                   for r, m in zip(rows, bb.members)]) * scale
-    return Embeddings(X=X.astype(np.float32), samples=[parts[0].samples[i] for i in kept], shas=shas,
+    X = join_member_embeddings([np.stack([r[h] for h in shas]) if shas else np.zeros((0, m.embed_dim), dtype=np.float32)
+                                for r, m in zip(rows, bb.members)])
+    return Embeddings(X=X, samples=[parts[0].samples[i] for i in kept], shas=shas,
                       backbone_id=bb.id, cache_key=bb.cache_key, preprocess=bb.preprocess.to_dict(),
                       errors=[errors[str(s.path)] for s in samples if str(s.path) in errors],
                       n_computed=max(p.n_computed for p in parts), n_cached=min(p.n_cached for p in parts))
+
+
+def join_member_embeddings(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Members' unit embeddings side by side, scaled by 1/√n so the joined row is unit length too."""
+    return (np.hstack(parts) / np.sqrt(len(parts))).astype(np.float32)
+
+
+def members_of(backbone: Backbone | CompositeBackbone) -> tuple[Backbone, ...]:
+    """The networks that embed an image: a combined backbone's members, or the backbone itself."""
+    return backbone.members if isinstance(backbone, CompositeBackbone) else (backbone,)
+
+
+def preprocess_image(backbone: Backbone | CompositeBackbone, img: Image.Image) -> tuple[np.ndarray, ...]:
+    """The crop each member network sees, exactly as `embed_samples` prepares files (one crop for a plain
+    backbone): callers that decode images themselves, like the HTTP server, reuse it rather than redo it."""
+    return tuple(m.preprocess.apply(img) for m in members_of(backbone))
+
+
+def embed_preprocessed(backbone: Backbone | CompositeBackbone, crops: Sequence[tuple[np.ndarray, ...]], *,
+                       runtime: str | None = None, cache_dir: Path | None = None) -> np.ndarray:
+    """(N, D) embeddings of crops from `preprocess_image`, run by the same runtime choice as `embed_samples`
+    (ONNX exports live under `cache_dir`, default the embedding cache folder). Nothing is cached: uploads
+    have no file to key on and a server should not grow a disk cache per request."""
+    members = members_of(backbone)
+    onnx_dir = Path(cache_dir) / "onnx" if cache_dir is not None else _onnx_dir(None)
+    parts = [resolve_runtime(m, runtime or default_runtime(), onnx_dir).embed(np.stack([c[i] for c in crops]))
+             for i, m in enumerate(members)]
+    return parts[0] if len(parts) == 1 else join_member_embeddings(parts)
 
 
 EMBEDDINGS_FORMAT = "finegrain-embeddings/1"

