@@ -22,7 +22,9 @@ def test_fit_eval_predict_embed(capsys, split_folder, tmp_path):
     code, out, _ = run(capsys, "eval", model, split_folder, "--format", "json", "-q")
     rep = json.loads(out)
     assert code == 0 and rep["split"] == "test" and rep["top1"] > 0.9
-    assert json.loads((model / "eval" / "test.json").read_text())["n"] == 12
+    assert not (model / "eval").exists()  # the model folder is not written into unless asked
+    code, out, _ = run(capsys, "eval", model, split_folder, "-q", "--output", tmp_path / "results" / "test.json")
+    assert json.loads((tmp_path / "results" / "test.json").read_text())["n"] == 12
 
     code, out, _ = run(capsys, "eval", model, split_folder, "-q")
     assert "mean per-class accuracy %" in out and "per-class" in out
@@ -94,3 +96,28 @@ def test_every_help_page_renders(capsys):
         assert e.value.code == 0, argv
     out = capsys.readouterr().out
     assert "example" in out and "fewshot-eval" in out
+
+
+def test_predict_reads_stdin_refuses_urls_and_fits_100_columns(capsys, split_folder, tmp_path, monkeypatch):
+    import io
+    model = tmp_path / "model"
+    assert run(capsys, "fit", split_folder, "-o", model, "--backbone", "tiny", "-q")[0] == 0
+    deep = tmp_path / ("a_rather_long_folder_name_" * 4) / "photo_with_a_long_name.png"
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(next((split_folder / "test" / "blue_jay").iterdir()).read_bytes())
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{deep}\n\n"))
+    code, out, _ = run(capsys, "predict", model, "-", "--top-k", "5", "-q")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3 and max(map(len, lines)) <= 100
+    assert "top3" in lines[0] and "top4" not in lines[0] and lines[2].startswith("…") and "long_name.png" in lines[2]
+    code, out, _ = run(capsys, "predict", model, deep, "--top-k", "5", "--wide", "-q")
+    assert str(deep) in out and "top3" in out  # 3 classes: top-k is capped at 3
+    code, _, err = run(capsys, "predict", model, "https://example.org/bird.jpg")
+    assert code == 2 and "is a URL" in err
+
+
+def test_unknown_option_shows_the_subcommand_usage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, "fit", "data", "-o", "m", "--no-such-option")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "usage: finegrain fit" in err and "--no-such-option" in err

@@ -36,7 +36,13 @@ def _unknown_cells(p: Prediction, fmt: str = "{:.4f}") -> list[str]:
     return [p.label or "", fmt.format(p.known_score)]
 
 
-def predictions_table(preds: Sequence[Prediction], top_k: int) -> str:
+def shorten_left(text: str, width: int) -> str:
+    """'…' + the last characters of `text` when it is longer than `width` (a path's end names the file)."""
+    return text if len(text) <= width else "…" + text[len(text) - width + 1:]
+
+
+def predictions_table(preds: Sequence[Prediction], top_k: int, width: int | None = None) -> str:
+    """One row per input; with `width`, paths are shortened from the left so rows fit in that many columns."""
     extra = _asked_unknown(preds)
     header = ["path"] + (["answer", "known_score"] if extra else []) + \
         [h for i in range(1, top_k + 1) for h in (f"top{i}", "prob")]
@@ -47,6 +53,11 @@ def predictions_table(preds: Sequence[Prediction], top_k: int) -> str:
         else:
             cells = [x for lab, pr in zip(p.labels, p.probs) for x in (lab, f"{pr:.3f}")]
             rows.append([printable(p.path)] + (_unknown_cells(p) if extra else []) + cells + [""] * (2 * top_k - len(cells)))
+    if width is not None and rows:
+        rest = [max([len(str(h))] + [len(str(r[i])) for r in rows if not str(r[1]).startswith("ERROR")])
+                for i, h in enumerate(header) if i > 0]
+        room = max(12, width - sum(rest) - 2 * len(rest))
+        rows = [[shorten_left(r[0], room)] + r[1:] for r in rows]
     return text_table(header, rows)
 
 

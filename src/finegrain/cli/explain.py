@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / "explanations.json", {"explanations": rows, "provenance": clf.provenance()})
     for r in results:
         extra = f", rather than {r.versus} ({r.versus_prob:.0%})" if r.versus else ""
-        print(f"{r.path}: error: {r.error}" if r.error else f"{r.path}: {r.target} ({r.target_prob:.0%}){extra}")
+        asked = f" [predicted: {r.predicted} ({r.confidence:.0%})]" if r.predicted and r.predicted != r.target else ""
+        print(f"{r.path}: error: {r.error}" if r.error else f"{r.path}: {r.target} ({r.target_prob:.0%}){extra}{asked}")
     n_err = sum(r.error is not None for r in results)
     if n_err:
         print(f"finegrain: {n_err} of {len(results)} file(s) could not be read (see explanations.json)", file=sys.stderr)

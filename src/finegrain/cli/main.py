@@ -131,9 +131,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
               **embed_kwargs(args))
     save_with_diagram(args, clf)
     t = clf.info["training"]
+    held = f"{t['n_val']} in the val split" if t["n_val"] else \
+        f"{clf.info['calibration']['n']} held out of train for calibration" if "calibration" in clf.info else "none held out"
     _info(args, f"fitted {args.head} head on {t['n_train']} images of {len(clf.classes)} classes "
-                f"({t['n_val']} validation, {t['n_unreadable']} unreadable) in {t['seconds']:.1f}s "
-                f"→ {args.output}")
+                f"({held}, {t['n_unreadable']} unreadable) in {t['seconds']:.1f}s → {args.output}")
     return 0
 
 
@@ -149,8 +150,8 @@ def save_with_diagram(args: argparse.Namespace, clf) -> None:
             _info(args, f"calibrated on {cal['n']} held-out images: T={cal['temperature']:.3f}, ECE "
                         f"{cal['before']['ece']:.3f} → {cal['after']['ece']:.3f} (reliability.png/svg)")
         elif "skipped" not in cal:  # a skipped temperature was already explained by a warning
-            _info(args, f"kept the head's own probabilities: a fitted temperature (T={cal['temperature']:.3f}) would "
-                        f"raise the ECE of {cal['n']} held-out images {cal['before']['ece']:.3f} → {cal['after']['ece']:.3f}")
+            _info(args, f"kept the head's own probabilities: a fitted temperature (T={cal['temperature']:.3f}) did not "
+                        f"lower the ECE of {cal['n']} held-out images ({cal['before']['ece']:.4f} → {cal['after']['ece']:.4f})")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -161,14 +162,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     clf = with_head_mode(Classifier.load(args.model), args.head_mode)
     report = evaluate(clf, args.data, split=args.split, top_k=args.top_k, cache_dir=args.cache_dir, **embed_kwargs(args))
-    out = args.output or Path(args.model) / "eval" / f"{report['split'] or 'all'}.json"
-    write_json(out, report)
+    if args.output:
+        write_json(args.output, report)
     if args.format == "json":
         print(to_json(report))
     else:
         print(eval_table(report))
-    _info(args, f"full results (JSON): {out}")
+    if args.output:
+        _info(args, f"full results (JSON): {args.output}")
     return 0
+
+
+TABLE_TOP_K, TABLE_WIDTH = 3, 100  # the default predict table fits a 100-column terminal; --wide shows everything
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """'-' reads paths from stdin, one per line (`find … | finegrain predict MODEL -`); URLs are refused: finegrain
+    never fetches from the network."""
+    import re
+
+    from ..errors import ConfigError
+
+    paths = []
+    for item in inputs:
+        if item == "-":
+            paths += [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        else:
+            paths.append(item)
+    urls = [p for p in paths if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", p)]
+    if urls:
+        raise ConfigError(f"{urls[0]} is a URL", expected="image files or folders on this machine",
+                          found=f"{len(urls)} URL(s)", fix="download the images first (finegrain never fetches from the network)")
+    if not paths:
+        raise ConfigError("no inputs", expected="image files, folders, or '-' with paths on stdin",
+                          found="an empty list", fix="pass at least one path")
+    return paths
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -177,6 +205,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..pipeline import Classifier
     from ..store import EmbeddingCache
 
+    args.inputs = expand_inputs(args.inputs)
     clf = with_head_mode(Classifier.load(args.model), args.head_mode)
     if args.transductive:
         from ..fewshot.transductive import with_transductive
@@ -185,13 +214,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         preds = clf.predict(args.inputs, top_k=args.top_k, cache=cache, unknown=args.unknown, **embed_kwargs(args))
     k = min(args.top_k, len(clf.classes))
     prov = clf.provenance()
-    text = {"table": lambda: predictions_table(preds, k) + "\n", "csv": lambda: predictions_csv(preds, k, prov),
+    narrow = {"top_k": min(k, TABLE_TOP_K), "width": TABLE_WIDTH} if not args.wide else {"top_k": k}
+    text = {"table": lambda: predictions_table(preds, **narrow) + "\n", "csv": lambda: predictions_csv(preds, k, prov),
             "jsonl": lambda: predictions_jsonl(preds, prov)}[args.format]()
     if args.output:
         write_text_atomic(args.output, text)
         _info(args, f"wrote {len(preds)} predictions to {args.output}")
     else:
         sys.stdout.write(text)
+    if args.unknown == "auto" and clf.detector is not None:
+        d = clf.detector
+        _info(args, f"unknown when the {d.method} score is below {d.threshold_:.4f} (the threshold saved at fit: "
+                    f"it keeps {d.target_tpr:.0%} of held-out known images)")
     n_err = sum(p.error is not None for p in preds)
     if n_err == len(preds):
         return none_readable("predict", preds[0].path, preds[0].error, n_err)
@@ -284,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG.get(name),
+        p = sub.add_parser(name, help=help_, description=help_.replace("%%", "%"), epilog=EPILOG.get(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=fn)
         return p
@@ -315,15 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="model directory from `finegrain fit`")
     p.add_argument("data", help="labelled data, as for fit")
     p.add_argument("--split", default=None, help="split to evaluate (default: test when the data has splits, else all)")
-    p.add_argument("--format", choices=["table", "json"], default="table", help="what to print (JSON is always written)")
-    p.add_argument("--output", type=Path, default=None, help="JSON results path (default MODEL/eval/SPLIT.json)")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="what to print (default table)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="also write the full JSON results there (per-class table, confusion, provenance)")
     p.add_argument("--top-k", type=positive_int, default=5, help="k of the top-k accuracy (default 5)")
     p.add_argument("--head-mode", default=None, help="rbi models: single, bank or transductive (default: the mode saved at fit)")
     add_common_options(p)
 
     p = add("predict", cmd_predict, "predict the top-k classes of images (files, folders or a manifest)")
     p.add_argument("model", type=Path, help="model directory from `finegrain fit`")
-    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders; '-' reads paths from stdin, one per line")
     p.add_argument("--top-k", type=positive_int, default=5, help="labels per image (default 5)")
     p.add_argument("--head-mode", default=None, help="rbi models: single, bank or transductive (default: the mode saved at fit)")
     p.add_argument("--transductive", action="store_true",
@@ -332,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unknown", type=unknown_option, default=None, metavar="auto|THRESHOLD",
                    help="answer 'unknown' when the OOD score is below THRESHOLD; auto: the threshold saved at fit")
     p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table", help="output format (default table)")
+    p.add_argument("--wide", action="store_true",
+                   help="table: every top-k column and full paths (default: top-3, paths shortened to fit 100 columns)")
     p.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
     add_common_options(p)
 
@@ -396,7 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the sub-command's own usage, not the top-level one
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     set_command_line(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="finegrain: %(message)s", stream=sys.stderr, force=True)

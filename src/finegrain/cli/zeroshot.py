@@ -126,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
     z = clf.info["zeroshot"]
     _info(args, f"zero-shot model ({z['method']}, text encoder {z['text_encoder']}) over {len(classes)} classes, "
                 f"{z['n_described']} described, {len(z['templates'])} template(s) → {args.output}")
+    if z["method"] == "conse" and args.descriptions and not args.vocabulary:
+        print("finegrain zeroshot: warning: without an image–text model (CLIP) or an `align` model, descriptions "
+              "cannot reach the image features: expect answers near chance on fine-grained classes. Learn an "
+              "alignment on labelled classes with `finegrain align DATA --descriptions FILE -o MODEL`, then pass "
+              "--alignment MODEL", file=sys.stderr)
     return 0
 
 
