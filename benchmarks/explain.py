@@ -8,7 +8,7 @@ model sees with the mean colour and measure the drop in the predicted class's pr
 deleting 20 % random pixels, and 20 % chosen by a random coarse map upsampled like a CAM (same blob shape as a
 real map, so it controls for "big blobs hurt more than scattered pixels").
 Model: $FINEGRAIN_BENCH_MODEL (default /tmp/models/cub100), fitted through the cache when missing.
-Torch threads follow $FINEGRAIN_TORCH_THREADS (default: one per core); wall and CPU seconds are both recorded,
+Torch threads follow $FINEGRAIN_THREADS (default: one per core); wall and CPU seconds are both recorded,
 because on a shared, overloaded machine two spinning threads can be slower than one.
 """
 from __future__ import annotations
