@@ -121,3 +121,23 @@ def test_unknown_option_shows_the_subcommand_usage(capsys):
         run(capsys, "fit", "data", "-o", "m", "--no-such-option")
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "usage: finegrain fit" in err and "--no-such-option" in err
+
+
+def test_quiet_commands_print_nothing_on_stderr(split_folder, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def quiet(*args):
+        proc = subprocess.run([sys.executable, "-m", "finegrain", *map(str, args), "-q"], capture_output=True, text=True,
+                              env={**os.environ, "FINEGRAIN_CACHE_DIR": str(tmp_path / "cache")})
+        assert proc.returncode == 0 and proc.stderr == "", (args, proc.stderr)
+
+    model = tmp_path / "m"
+    quiet("fit", split_folder, "-o", model, "--backbone", "tiny")
+    quiet("eval", model, split_folder)
+    quiet("predict", model, split_folder / "test", "--unknown", "auto")
+    quiet("embed", split_folder, "-o", tmp_path / "e", "--backbone", "tiny")
+    quiet("export", model, "-o", tmp_path / "m.onnx")
+    quiet("finetune", split_folder, "-o", tmp_path / "t", "--backbone", "tiny", "--train-blocks", "1", "--views", "2",
+          "--epochs", "1", "--val-split", "0.25")  # 2 held-out images a class: enough to calibrate, no warning

@@ -149,3 +149,15 @@ def test_smoothed_validation_curve_is_a_centred_moving_average():
     naive = [np.mean(curve[max(0, i - 1):i + 2]) for i in range(len(curve))]
     np.testing.assert_allclose(smoothed(curve), naive)
     assert int(np.argmax(smoothed([0.9, 0.5, 0.5, 0.8, 0.8, 0.8]))) == 4  # a lone early spike is not the best epoch
+
+
+def test_eval_reports_the_flip_rate_of_transductive_mode(capsys, split_folder, tmp_path):
+    from conftest import run_cli
+    model = tmp_path / "rbi"
+    code, _, err = run_cli(capsys, "fit", split_folder, "-o", model, "--backbone", "tiny", "--head", "rbi",
+                           "--head-param", "max_epochs=3", "--head-param", "batch_size=6", "-q")
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "eval", model, split_folder, "--head-mode", "transductive", "-q")
+    assert code == 0 and "flip rate (transductive) %" in out
+    code, out, _ = run_cli(capsys, "eval", model, split_folder, "-q")
+    assert "flip rate" not in out

@@ -84,6 +84,8 @@ def evaluate(clf: Classifier, data: str | Path | DataSet, *, split: str | None =
         "n_leaked_from_training": len(leaked),
         "provenance": clf.provenance(model_trained=clf.info.get("provenance", {}).get("created")),
     })
+    if getattr(clf.head, "mode", None) == "transductive" and hasattr(clf.head, "flip_rate"):
+        report["flip_rate"] = clf.head.flip_rate(scored.X)  # answers that change with the batch-mates drawn
     if leaked:
         log.warning("%d evaluated image(s) are exact copies of training images: the scores are optimistic", len(leaked))
     return report

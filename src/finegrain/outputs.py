@@ -96,6 +96,7 @@ def eval_table(report: dict[str, Any], max_classes: int = 30) -> str:
         ["mean per-class accuracy %", _pct(report["mean_per_class_accuracy"])],
         ["macro-F1 %", _pct(report["macro_f1"])], ["ECE (15 bins)", f"{report['ece']:.4f}"],
         ["unreadable images", report["n_unreadable"]], ["leaked from training", report["n_leaked_from_training"]],
+        *([["flip rate (transductive) %", _pct(report["flip_rate"])]] if "flip_rate" in report else []),
     ], align_right=[1])
     per = sorted((r for r in report["per_class"] if r["support"]), key=lambda r: (r["accuracy"], r["class"]))
     shown = per[:max_classes]

@@ -438,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
         commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     set_command_line(argv)
+    if getattr(args, "quiet", False):  # third-party bars too (tqdm, Hugging Face downloads/loading)
+        import os
+        os.environ.update(TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error")
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="finegrain: %(message)s", stream=sys.stderr, force=True)
     if getattr(args, "runtime", None):  # process-wide, so every library call a command makes follows it

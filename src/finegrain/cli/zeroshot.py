@@ -199,7 +199,7 @@ def run_describe(args: argparse.Namespace) -> int:
             print(json.dumps({"path": str(s.path), **r}, ensure_ascii=False))
         else:
             because = "; ".join(f"{e['text']} ({e['contribution']:+.3f})" for e in r["evidence"]) or "(no descriptors)"
-            print(f"{s.path}\t{r['label']}\tbecause: {because}")
+            print(f"{s.path}\t{r['label']}\tscore {r['score']:.3f}\tbecause: {because}")
     for e in emb.errors:
         print(f"finegrain: cannot read {e.path}: {e.reason}", file=sys.stderr)
     return 0
