@@ -134,25 +134,21 @@ def run_level(port: int, path: str, bodies: list[bytes], concurrency: int, durat
             **{f"p{q}_ms": round(float(np.percentile(lat, q)), 1) if len(lat) else None for q in (50, 95, 99)}}
 
 
-def embed_throughput(photos: list[Path]) -> dict:
-    """`finegrain embed` on the same photos with a fresh cache (so every image is computed), wall time
-    including the command's start-up."""
-    exe = Path(sys.executable).with_name("finegrain")
+def embed_throughput(photos: list[Path], backbone: str) -> dict:
+    """The `finegrain embed` engine on the same photos (decode + preprocess + ONNX backbone, computed, not cached),
+    timed in this process after a warm-up: the throughput the server's batching should approach."""
+    from finegrain.data.samples import Sample
+    from finegrain.embed import embed_samples
+    from finegrain.store import EmbeddingCache
+
+    samples = [Sample(p, p.parent.name) for p in photos]
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = Path(tmp) / "photos.csv"
-        with manifest.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["path", "label"])
-            w.writerows([str(p), p.parent.name] for p in photos)
-        env = {**os.environ, "FINEGRAIN_CACHE_DIR": str(Path(tmp) / "cache")}
-        subprocess.run([str(exe), "embed", str(manifest), "-o", str(Path(tmp) / "warm"), "-q"], env=env, check=True,
-                       capture_output=True)  # one-off ONNX export, kept out of the timing
-        (Path(tmp) / "cache" / "embeddings.sqlite3").unlink(missing_ok=True)
-        t0 = time.perf_counter()
-        subprocess.run([str(exe), "embed", str(manifest), "-o", str(Path(tmp) / "emb"), "-q"], env=env, check=True,
-                       capture_output=True)
-        wall = time.perf_counter() - t0
-    return {"images": len(photos), "seconds": round(wall, 2), "images_per_s": round(len(photos) / wall, 1)}
+        embed_samples(samples[:8], backbone, cache=None, progress=False)  # load + ONNX export, untimed
+        with EmbeddingCache(Path(tmp) / "cache") as cache:
+            t0 = time.perf_counter()
+            emb = embed_samples(samples, backbone, cache=cache, progress=False)
+            wall = time.perf_counter() - t0
+    return {"images": len(emb.samples), "seconds": round(wall, 2), "images_per_s": round(len(emb.samples) / wall, 1)}
 
 
 def main() -> None:
@@ -187,7 +183,7 @@ def main() -> None:
             batch_lines = [ln for ln in r.read().decode().splitlines() if ln.startswith("finegrain_batch_size_")]
     finally:
         stop_server(proc)
-    embed = embed_throughput(photos)
+    embed = embed_throughput(photos, json.loads((args.model / "config.json").read_text())["backbone"])
     print(json.dumps({"finegrain_embed": embed}), flush=True)
     sums = {ln.split("{")[0]: float(ln.split()[-1]) for ln in batch_lines if "_sum" in ln or "_count" in ln}
     mean_batch = sums.get("finegrain_batch_size_sum", 0) / max(1.0, sums.get("finegrain_batch_size_count", 0))
