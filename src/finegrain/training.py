@@ -20,6 +20,7 @@ from .fewshot.episodes import select_shots
 from .heads import DEFAULT_HEAD, head_parameters, make_head
 from .pipeline import Classifier
 from .store import EmbeddingCache
+from .progress import phase
 from .threads import solver_threads
 
 log = logging.getLogger("finegrain")
@@ -165,7 +166,7 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
     val_emb = _val_of_known_classes(_labelled(td.val), set(y_train))
     y_val = np.asarray(val_emb.labels, dtype=object) if val_emb.samples else None
     X_val = val_emb.X if y_val is not None else None
-    with solver_threads():
+    with solver_threads(), phase(f"fitting the {head} head on {len(train_emb.samples)} embeddings"):
         clf_head.fit(train_emb.X, y_train, X_val, y_val)
     training = {
         "data": str(data.root if isinstance(data, DataSet) else data), "data_kind": td.kind,
@@ -183,16 +184,19 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
     if clf_head.name == "prototype":
         from .fewshot.transductive import params_for_training_set, shipped_params
 
-        params = params_for_training_set(train_emb.X, y_train, seed=seed) if shots is not None else shipped_params(
-            "fitted without --shots: transductive EM pays off for few-shot models, so its parameters are learned "
-            "only for them (fit with --shots K)")
+        if shots is not None:
+            with phase("learning the transductive EM parameters"):
+                params = params_for_training_set(train_emb.X, y_train, seed=seed)
+        else:
+            params = shipped_params("fitted without --shots: transductive EM pays off for few-shot models, so its "
+                                    "parameters are learned only for them (fit with --shots K)")
         clf.info["transductive"] = params.to_dict()
     if shots is not None:
         training["shots"] = shots
         if calibrate:
             log.info("--shots: no calibration or unknown detector (holding out any of the K images would cost accuracy)")
     elif calibrate:
-        with solver_threads():
+        with solver_threads(), phase("calibrating and fitting the unknown detector"):
             _calibrate(clf, train_emb.X, y_train, X_val, y_val, val_split, seed, ood_method, unknown_tpr)
     training["seconds"] = round(time.perf_counter() - t0, 2)
     return clf

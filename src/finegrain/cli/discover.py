@@ -74,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if len(unl.samples) == 0:
         raise DataError("no readable unlabelled image", expected="image files in " + ", ".join(args.unlabelled),
                         found=f"{len(unl.errors)} unreadable", fix="point at a folder of images")
-    gmm = SemiSupervisedGMM(seed=args.seed).fit(lab.X, np.asarray(lab.labels, dtype=object), unl.X)
+    from ..progress import phase
+
+    with phase(f"clustering {len(unl.X)} unlabelled images with {len(lab.X)} labelled ones"):
+        gmm = SemiSupervisedGMM(seed=args.seed).fit(lab.X, np.asarray(lab.labels, dtype=object), unl.X)
     names = [c if c is not None else f"new_{i - gmm.n_known_ + 1:03d}" for i, c in enumerate(gmm.component_class_)]
     rows = {str(s.path): {"path": str(s.path), "status": "ok", "cluster": names[k],
                           "known_class": gmm.component_class_[k] or "", "new": gmm.component_class_[k] is None,

@@ -47,10 +47,13 @@ def run(args: argparse.Namespace) -> int:
     clf = Classifier.load(args.model)
     reference = reference_embeddings(clf, args.train, cache_dir=args.cache_dir, **embed_kwargs(args)) \
         if args.neighbours else None
-    results = explain_images(clf, args.inputs, target=args.target, versus=args.versus,
-                             methods=tuple(args.method or ("gradcam", "gradcam++")), contrast=not args.no_contrast,
-                             reference=reference, n_neighbours=args.neighbours,
-                             max_pixels=embed_kwargs(args)["max_pixels"])
+    from ..progress import phase
+
+    with phase(f"explaining {len(args.inputs)} input(s)"):
+        results = explain_images(clf, args.inputs, target=args.target, versus=args.versus,
+                                 methods=tuple(args.method or ("gradcam", "gradcam++")), contrast=not args.no_contrast,
+                                 reference=reference, n_neighbours=args.neighbours,
+                                 max_pixels=embed_kwargs(args)["max_pixels"])
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

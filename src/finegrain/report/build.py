@@ -91,8 +91,11 @@ def _mistake_figures(clf: Any, scored: Embeddings, y: np.ndarray, probs: np.ndar
         require_torch_backbone(get_backbone(clf.backbone_id))
     except ConfigError as exc:
         return [f'<p class="note">Grad-CAM is not available for this model: {H.esc(exc.what)}.</p>']
-    explained = explain_images(clf, [scored.samples[i] for i in idx], versus=[clf.classes[y[i]] for i in idx],
-                               reference=reference, n_neighbours=n_neighbours, max_pixels=max_pixels)
+    from ..progress import phase
+
+    with phase(f"explaining the {len(idx)} worst mistakes (Grad-CAM, neighbours)"):
+        explained = explain_images(clf, [scored.samples[i] for i in idx], versus=[clf.classes[y[i]] for i in idx],
+                                   reference=reference, n_neighbours=n_neighbours, max_pixels=max_pixels)
     figures = []
     for i, expl in zip(idx, explained):
         sample, true = scored.samples[i], clf.classes[y[i]]

@@ -31,5 +31,7 @@ def embedding_map(X: np.ndarray, seed: int = 0) -> np.ndarray:
     perplexity = float(min(30.0, (n - 1) / 3))
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, learning_rate="auto",
                 max_iter=TSNE_ITERATIONS)
-    with threadpool_limits(1):
+    from ..progress import phase
+
+    with threadpool_limits(1), phase(f"t-SNE map of {n} embeddings"):
         return tsne.fit_transform(reduced).astype(np.float32)

@@ -18,6 +18,7 @@ from ..data.samples import Sample
 from ..errors import ConfigError, DataError
 from ..pipeline import Classifier
 from ..store import EmbeddingCache
+from ..progress import phase
 from ..threads import solver_threads
 from .alignment import AlignmentParams, RefineParams, adapted_means
 from .clip import is_vlm_backbone
@@ -252,7 +253,8 @@ def train_alignment(train: Sequence[Sample] | Any, descriptions: ClassDescriptio
     y = np.searchsorted(np.asarray(described_seen, dtype=object), labels)
     selection = penalty_choice = None
     if params is None:
-        params, selection = choose_alignment_params(train_emb.X, y, rows, choose_from)
+        with phase("choosing the alignment settings on held-out labelled classes"):
+            params, selection = choose_alignment_params(train_emb.X, y, rows, choose_from)
     if seen_penalty is None:  # chosen even for new-only targets: the saved alignment may later score mixed ones
         seen_penalty, penalty_choice = choose_seen_penalty(train_emb.X, y, rows, params)
     seen_head = ZeroShotHead(mapping="linear", text_encoder=text_encoder)
