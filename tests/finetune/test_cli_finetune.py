@@ -128,3 +128,13 @@ def test_single_image_classes_warn_and_still_train(tmp_path, capsys):
                            "--backbone", "tiny", "--train-blocks", "1", "--views", "2")
     assert code == 0, err
     assert "too few images to hold any out for validation (rare)" in err
+
+
+def test_without_held_out_images_the_last_epoch_is_kept_uncalibrated(tmp_path, capsys):
+    data = make_split_folder(tmp_path / "birds")
+    code, _, err = run_cli(capsys, "finetune", data, "-o", tmp_path / "m", "--epochs", "2", "--val-split", "0",
+                           *FAST[:-1])
+    assert code == 0, err
+    assert "no held-out images" in err
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert "calibration" not in config and config["finetune"]["members"][0]["best_epoch"] is None

@@ -38,6 +38,7 @@ from .trunk import trunk_runner
 from .views import ViewRecipe
 
 log = logging.getLogger("finegrain")
+DEFAULT_HEAD_VAL_SPLIT = 0.2  # the head's own C search when nothing is held out (--val-split 0)
 
 
 def split_for_validation(ds: DataSet, val_split: float, seed: int) -> DataSet:
@@ -174,10 +175,14 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
             max_pixels=max_pixels, progress=progress, runtime=runtime, restart=restart)
         tuned_ids.append(tuned)
         summaries.append(summary)
+    if calibrate and not val_emb.samples:
+        log.warning("no held-out images (--val-split 0 and no val split): the model keeps uncalibrated confidences "
+                    "and has no unknown detector")
     _info(progress, "fitting the head and calibration on the tuned embeddings")
-    clf = fit(ds, backbone=SEPARATOR.join(tuned_ids), head="logistic", head_params=head_params, val_split=val_split,
-              seed=seed, cache_dir=cache_root, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
-              max_error_rate=max_error_rate, progress=progress, calibrate=calibrate, ood_method=ood_method,
+    clf = fit(ds, backbone=SEPARATOR.join(tuned_ids), head="logistic", head_params=head_params,
+              val_split=val_split if val_split > 0 else DEFAULT_HEAD_VAL_SPLIT, seed=seed, cache_dir=cache_root,
+              batch_size=batch_size, workers=workers, max_pixels=max_pixels, max_error_rate=max_error_rate,
+              progress=progress, calibrate=calibrate and bool(val_emb.samples), ood_method=ood_method,
               unknown_tpr=unknown_tpr)
     clf.info["finetune"] = {"members": summaries, "val_split": val_split, "seed": seed,
                             "seconds": round(time.perf_counter() - t0, 1)}
