@@ -27,7 +27,7 @@ def _register_builtin() -> None:
         return load_tiny(name)
 
     def vlm(name: str) -> Backbone:
-        from ..zeroshot.clip import VLMImageBackbone
+        from .clip import VLMImageBackbone
         return VLMImageBackbone(name)
 
     def finetuned(name: str) -> Backbone:

@@ -9,6 +9,7 @@ import abc
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,15 @@ class Preprocess:
         left, top = (new[0] - self.size) // 2, (new[1] - self.size) // 2
         img = img.crop((left, top, left + self.size, top + self.size))
         return np.asarray(img, dtype=np.uint8)
+
+
+def file_fingerprint(path: Path) -> str:
+    """SHA-256 of a weights file: text embeddings are reused only under the very same weights."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:32]
 
 
 class Backbone(abc.ABC):

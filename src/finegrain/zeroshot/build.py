@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backbones import DEFAULT_BACKBONE, get_backbone
+from ..backbones.clip import is_vlm_backbone
 from ..data.samples import Sample
 from ..errors import ConfigError, DataError
 from ..pipeline import Classifier
@@ -21,7 +22,6 @@ from ..store import EmbeddingCache
 from ..progress import phase
 from ..threads import solver_threads
 from .alignment import AlignmentParams, RefineParams, adapted_means
-from .clip import is_vlm_backbone
 from .encoders import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
 from .ensemble import class_vectors, ensemble_names, mix_coefficients, mix_in, prompt_scores, prompt_weights
 from .head import DESCRIPTOR, IMAGES, NAME, ConseSource, TextRows, ZeroShotHead

@@ -18,21 +18,13 @@ import numpy as np
 
 from ..errors import ConfigError, MissingExtraError
 from ..store import EmbeddingCache
+from ..backbones.base import file_fingerprint
 
 DEFAULT_TEXT_ENCODER = "minilm"
 
 
 def text_sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def file_fingerprint(path: Path) -> str:
-    """SHA-256 of a weights file: text embeddings are reused only under the very same weights."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:32]
 
 
 class TextEncoder(abc.ABC):
