@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..backbones.base import file_fingerprint
 from ..errors import ConfigError, MissingExtraError
 from ..store import EmbeddingCache
-from ..backbones.base import file_fingerprint
 
 DEFAULT_TEXT_ENCODER = "minilm"
 
