@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .backbones import Backbone, CompositeBackbone, get_backbone
+from .backbones import Backbone, CompositeBackbone, Preprocess, get_backbone
 from .backbones.onnx_runtime import default_runtime, resolve_runtime
 from .data.images import DEFAULT_MAX_PIXELS, file_sha256, load_rgb
 from .data.samples import Sample
@@ -189,7 +189,18 @@ def members_of(backbone: Backbone | CompositeBackbone) -> tuple[Backbone, ...]:
 def preprocess_image(backbone: Backbone | CompositeBackbone, img: Image.Image) -> tuple[np.ndarray, ...]:
     """The crop each member network sees, exactly as `embed_samples` prepares files (one crop for a plain
     backbone): callers that decode images themselves, like the HTTP server, reuse it rather than redo it."""
-    return tuple(m.preprocess.apply(img) for m in members_of(backbone))
+    return crops_for(member_preprocesses(backbone), img)
+
+
+def member_preprocesses(backbone: Backbone | CompositeBackbone) -> tuple[Preprocess, ...]:
+    """Each member network's preprocessing: small frozen values that decode workers can hold without the
+    networks (a Ray task decodes images on a machine that never loads a backbone)."""
+    return tuple(m.preprocess for m in members_of(backbone))
+
+
+def crops_for(preprocesses: Sequence[Preprocess], img: Image.Image) -> tuple[np.ndarray, ...]:
+    """`preprocess_image` from the members' preprocessing alone."""
+    return tuple(p.apply(img) for p in preprocesses)
 
 
 def embed_preprocessed(backbone: Backbone | CompositeBackbone, crops: Sequence[tuple[np.ndarray, ...]], *,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .._version import __version__
+from . import scale as scale_cli  # argument definitions only: light imports
 from .options import fraction, positive_float, positive_int
 
 EPILOG = {
@@ -15,8 +16,10 @@ EPILOG = {
            "  finegrain fit data/birds -o models/birds-5shot --shots 5 --seed 0",
     "eval": "example:\n  finegrain eval models/birds data/birds --split test --format table",
     "predict": "examples:\n  finegrain predict models/birds photos/ --top-k 5 --format csv > predictions.csv\n"
-               "  finegrain predict models/birds-5shot field_trip/ --transductive",
-    "embed": "example:\n  finegrain embed data/birds -o embeddings/birds --backbone efficientnet_lite0",
+               "  finegrain predict models/birds-5shot field_trip/ --transductive\n"
+               "  finegrain predict models/birds s3://bucket/photos/ --engine ray --ray-address auto --output s3://bucket/preds/",
+    "embed": "examples:\n  finegrain embed data/birds -o embeddings/birds --backbone efficientnet_lite0\n"
+             "  finegrain embed data/birds -o shards/birds --engine ray --ray-actors 3   # Parquet shards, resumable",
     "check": "example:\n  finegrain check data/birds",
     "backbones": "example:\n  finegrain backbones",
     "zeroshot": "examples:\n  finegrain zeroshot --classes birds.txt --descriptions birds.csv -o models/zs\n"
@@ -176,9 +179,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 TABLE_TOP_K, TABLE_WIDTH = 3, 100  # the default predict table fits a 100-column terminal; --wide shows everything
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[str]:
+def expand_inputs(inputs: Sequence[str], allow_uris: bool = False) -> list[str]:
     """'-' reads paths from stdin, one per line (`find … | finegrain predict MODEL -`); URLs are refused: finegrain
-    never fetches from the network."""
+    never fetches from the network (a Ray job, `allow_uris`, reads object-store URIs such as s3://)."""
     import re
 
     from ..errors import ConfigError
@@ -190,7 +193,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
         else:
             paths.append(item)
     urls = [p for p in paths if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", p)]
-    if urls:
+    if urls and not allow_uris:
         raise ConfigError(f"{urls[0]} is a URL", expected="image files or folders on this machine",
                           found=f"{len(urls)} URL(s)", fix="download the images first (finegrain never fetches from the network)")
     if not paths:
@@ -205,6 +208,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..pipeline import Classifier
     from ..store import EmbeddingCache
 
+    if scale_cli.uses_ray(args):
+        return ray_job("predict", args)
     args.inputs = expand_inputs(args.inputs)
     clf = with_head_mode(Classifier.load(args.model), args.head_mode)
     if args.transductive:
@@ -241,6 +246,16 @@ def none_readable(command: str, first_path: str, first_reason: str, n: int) -> i
     return 1
 
 
+def ray_job(command: str, args: argparse.Namespace) -> int:
+    """`--engine ray`: the same command as a Ray Data job writing Parquet shards (cli/scale.py)."""
+    if command == "predict":
+        args.inputs = expand_inputs(args.inputs, allow_uris=True)
+    result = scale_cli.run(command, args)
+    if result.none_readable:
+        return none_readable(command, *result.first_error, result.n_rows)
+    return 0
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from ..backbones import get_backbone
     from ..data.sources import load_data
@@ -248,6 +263,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from ..provenance import provenance
     from ..store import EmbeddingCache
 
+    if scale_cli.uses_ray(args):
+        return ray_job("embed", args)
     ds = load_data(args.data)
     samples = ds.select(args.split) if args.split else ds.samples
     bb = get_backbone(args.backbone)
@@ -369,15 +386,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table", help="output format (default table)")
     p.add_argument("--wide", action="store_true",
                    help="table: every top-k column and full paths (default: top-3, paths shortened to fit 100 columns)")
-    p.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
+    p.add_argument("--output", default=None, help="write to this file instead of stdout (--engine ray: a folder "
+                                                  "or object-store URI for Parquet shards)")
     add_common_options(p)
+    scale_cli.add_engine_options(p)
 
     p = add("embed", cmd_embed, "embed images once into a folder every command can reuse")
     p.add_argument("data", help="data as for fit")
-    p.add_argument("-o", "--output", required=True, type=Path, help="embeddings folder to write")
+    p.add_argument("-o", "--output", required=True,
+                   help="embeddings folder to write (--engine ray: a folder or object-store URI for Parquet shards)")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone id (default {DEFAULT_BACKBONE})")
     p.add_argument("--split", action="append", default=None, help="only these splits (repeatable; default all)")
     add_common_options(p)
+    scale_cli.add_engine_options(p)
 
     p = add("check", cmd_check, "report dataset problems: tiny/empty classes, duplicates and leaks, label typos")
     p.add_argument("data", help="data as for fit")
