@@ -52,9 +52,14 @@ def cluster_address() -> str:
 
 def actor_pid() -> int | None:
     """The process of our model actor (Ray titles it after the map step), if it is running."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    pids = [int(line.split()[0]) for line in out.splitlines() if "MapBatches(Predictor)" in line and "ray::" in line]
-    return pids[0] if pids else None
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().decode(errors="replace") if proc.name.isdigit() else ""
+        except OSError:  # the process ended while we looked
+            continue
+        if title.startswith("ray::") and "MapBatches(Predictor)" in title:
+            return int(proc.name)
+    return None
 
 
 def kill_actor_mid_run(out: Path, job: subprocess.Popen, deadline_s: float = 90) -> bool:
