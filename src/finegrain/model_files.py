@@ -42,6 +42,41 @@ def read_config(path: Path, model_format: str) -> dict[str, Any]:
     return config
 
 
+TRUST_ENV = "FINEGRAIN_TRUST_BACKBONE"
+_PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
+
+
+def check_backbone_spec(config: dict[str, Any], path: Path) -> None:
+    """Before anything is loaded: every member of the model's backbone id is a known family; a fine-tuned one has
+    its weights file inside the folder; one that would load weights from elsewhere (`hf_clip:DIR`) may only read
+    safetensors there, and one whose loader may unpickle (`open_clip:`) needs FINEGRAIN_TRUST_BACKBONE=1."""
+    import os
+
+    from .backbones import BACKBONES, TUNED_FAMILY, member_ids, parse_backbone_id
+
+    backbone = config["backbone"]
+    if not isinstance(backbone, str) or not backbone.strip():
+        raise model_error(path, "has no usable backbone id", "a string such as 'efficientnet_lite0'", repr(backbone))
+    for member in member_ids(backbone):
+        family, arg = parse_backbone_id(member)
+        if family not in BACKBONES.names():
+            raise model_error(path, f"names an unknown backbone '{member}'", f"one of {', '.join(BACKBONES.names())}",
+                              member)
+        if family == TUNED_FAMILY and member not in (config.get("tuned_backbones") or {}):
+            raise model_error(path, f"names the fine-tuned backbone '{member}' without its weights file",
+                              "a 'tuned_backbones' entry naming a file inside the folder", "none")
+        if family == "hf_clip" and arg and Path(arg).expanduser().is_dir():
+            pickled = [p.name for pattern in _PICKLED_WEIGHTS for p in Path(arg).expanduser().glob(pattern)]
+            if pickled and not any(Path(arg).expanduser().glob("*.safetensors")):
+                raise model_error(path, f"uses backbone '{member}', whose weights are pickled ({pickled[0]})",
+                                  "safetensors weights (nothing is ever unpickled)", ", ".join(pickled[:3]),
+                                  "convert the CLIP model folder to safetensors (save_pretrained does by default)")
+        if family == "open_clip" and os.environ.get(TRUST_ENV) != "1":
+            raise model_error(path, f"uses backbone '{member}', loaded by open_clip's own loader from outside the "
+                              "model folder", "a backbone loaded from safetensors", member,
+                              f"load it only if you trust its source: set {TRUST_ENV}=1")
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")

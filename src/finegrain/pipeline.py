@@ -191,7 +191,8 @@ class Classifier:
         into it was interrupted, its complete `.DIRECTORY.old` backup is loaded instead (with a warning)."""
         from .data.sources import expand_user
         from .io import existing_or_backup
-        from .model_files import build_detector, build_head, load_tensors, read_config, read_temperature
+        from .model_files import (build_detector, build_head, check_backbone_spec, load_tensors, read_config,
+                                  read_temperature)
 
         d = existing_or_backup(expand_user(directory))
         cfg_path = d / CONFIG_FILE
@@ -200,6 +201,7 @@ class Classifier:
                             found="no config.json" if d.is_dir() else "no such folder",
                             fix="pass the folder written by `finegrain fit -o MODEL_DIR`")
         config = read_config(cfg_path, MODEL_FORMAT)
+        check_backbone_spec(config, cfg_path)
         if config.get("tuned_backbones"):
             from .finetune.network import load_model_backbones
             load_model_backbones(config["tuned_backbones"], d)

@@ -158,3 +158,35 @@ def test_saved_files_and_folders_honour_the_umask(model, tmp_path):
         os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o750
     assert stat.S_IMODE((tmp_path / "out.csv").stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("backbone,message", [
+    ("no_such_net", "unknown backbone 'no_such_net'"),
+    ("finetuned:tiny.0123456789abcdef", "without its weights file"),
+    ("open_clip:ViT-B-32/laion2b", "FINEGRAIN_TRUST_BACKBONE=1"),
+])
+def test_backbone_spec_is_checked_before_anything_loads(tmp_path, capsys, backbone, message):
+    from conftest import make_split_folder, run_cli
+    data = make_split_folder(tmp_path / "birds")
+    model = tmp_path / "m"
+    assert run_cli(capsys, "fit", data, "-o", model, "--backbone", "tiny", "-q")[0] == 0
+    config = json.loads((model / "config.json").read_text())
+    config["backbone"] = backbone
+    (model / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli(capsys, "predict", model, data / "test", "-q")
+    assert code == 1 and message in err and "Traceback" not in err
+
+
+def test_pickled_clip_weights_are_refused(tmp_path, capsys):
+    from conftest import make_split_folder, run_cli
+    data = make_split_folder(tmp_path / "birds")
+    model = tmp_path / "m"
+    assert run_cli(capsys, "fit", data, "-o", model, "--backbone", "tiny", "-q")[0] == 0
+    clip_dir = tmp_path / "clip"
+    clip_dir.mkdir()
+    (clip_dir / "pytorch_model.bin").write_bytes(b"\\x80\\x04not really")
+    config = json.loads((model / "config.json").read_text())
+    config["backbone"] = f"hf_clip:{clip_dir}"
+    (model / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli(capsys, "predict", model, data / "test", "-q")
+    assert code == 1 and "pickled" in err
