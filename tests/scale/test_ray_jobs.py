@@ -59,6 +59,19 @@ def test_predict_rows_equal_the_local_engine(capsys, scale_data, tmp_path):
     assert len(list(out.glob("*.parquet"))) >= 2
 
 
+def test_unknown_answers_equal_the_local_engine(scale_data, tmp_path):
+    from finegrain.pipeline import Classifier
+    from finegrain.scale.jobs import RayOptions, predict_on_ray
+
+    out = tmp_path / "preds"
+    predict_on_ray(scale_data["model"], [str(scale_data["test"])], str(out), RayOptions(quiet=True), unknown=0.9)
+    local = Classifier.load(scale_data["model"]).predict([scale_data["test"]], unknown=0.9)
+    got = rows_by_path(out)
+    assert [(got[p.path]["label"], got[p.path]["unknown"]) for p in local] == [(p.label, p.unknown) for p in local]
+    np.testing.assert_allclose([got[p.path]["known_score"] or 0 for p in local], [p.known_score or 0 for p in local],
+                               atol=1e-6)
+
+
 def test_embed_rows_equal_the_local_engine(capsys, scale_data, tmp_path):
     from finegrain.data.sources import load_data
     from finegrain.embed import embed_samples
