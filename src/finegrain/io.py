@@ -113,8 +113,28 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def staging_dir(target: Path) -> Path:
-    """A fresh hidden folder beside TARGET, with the mode `mkdir` would give (mkdtemp makes it 0700)."""
+    """A fresh hidden folder beside TARGET, with the mode `mkdir` would give (mkdtemp makes it 0700). Its name
+    carries this process's id, so the staging folders that killed processes left behind are removed here."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    remove_stale_staging(target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.pid{os.getpid()}.", suffix=".tmp"))
     tmp.chmod(0o777 & ~current_umask())
     return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(target: Path) -> None:
+    """Delete `.TARGET.pidN.*.tmp` folders whose process N is gone (a kill -9 mid-save leaves one behind)."""
+    for leftover in target.parent.glob(f".{target.name}.pid*.tmp"):
+        pid = leftover.name[len(target.name) + 5:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
