@@ -8,6 +8,7 @@ import pytest
 import finegrain
 from finegrain.errors import ConfigError, DataError
 from finegrain.heads import head_from_state, make_head
+from conftest import run_cli
 
 SMALL = {"width": 16, "heads": 2, "batch_size": 16, "max_epochs": 15, "patience": 5, "lr": 1e-2}
 
@@ -152,7 +153,6 @@ def test_smoothed_validation_curve_is_a_centred_moving_average():
 
 
 def test_eval_reports_the_flip_rate_of_transductive_mode(capsys, split_folder, tmp_path):
-    from conftest import run_cli
     model = tmp_path / "rbi"
     code, _, err = run_cli(capsys, "fit", split_folder, "-o", model, "--backbone", "tiny", "--head", "rbi",
                            "--head-param", "max_epochs=3", "--head-param", "batch_size=6", "-q")
