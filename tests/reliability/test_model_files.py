@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import make_split_folder, run_cli
 from finegrain import io as fio
 from finegrain.errors import DataError
 from finegrain.pipeline import Classifier
@@ -166,7 +167,6 @@ def test_saved_files_and_folders_honour_the_umask(model, tmp_path):
     ("open_clip:ViT-B-32/laion2b", "FINEGRAIN_TRUST_BACKBONE=1"),
 ])
 def test_backbone_spec_is_checked_before_anything_loads(tmp_path, capsys, backbone, message):
-    from conftest import make_split_folder, run_cli
     data = make_split_folder(tmp_path / "birds")
     model = tmp_path / "m"
     assert run_cli(capsys, "fit", data, "-o", model, "--backbone", "tiny", "-q")[0] == 0
@@ -178,7 +178,6 @@ def test_backbone_spec_is_checked_before_anything_loads(tmp_path, capsys, backbo
 
 
 def test_pickled_clip_weights_are_refused(tmp_path, capsys):
-    from conftest import make_split_folder, run_cli
     data = make_split_folder(tmp_path / "birds")
     model = tmp_path / "m"
     assert run_cli(capsys, "fit", data, "-o", model, "--backbone", "tiny", "-q")[0] == 0
