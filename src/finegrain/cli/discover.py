@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ..openworld.gallery import gallery_html
     from ..pipeline import Classifier
     from ..store import EmbeddingCache
-    from .main import embed_kwargs
+    from .common import embed_kwargs
 
     clf = Classifier.load(args.model)
     data = args.labelled or clf.info.get("training", {}).get("data")

@@ -10,7 +10,7 @@ from .options import non_negative_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .main import add_common_options
+    from .common import add_common_options
 
     p.add_argument("model", type=Path, help="model directory from `finegrain fit`")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..explain.render import explanation_png
     from ..io import write_json
     from ..pipeline import Classifier
-    from .main import embed_kwargs
+    from .common import embed_kwargs
 
     if args.neighbours < 0:
         raise ConfigError("--neighbours must not be negative", expected="an integer ≥ 0", found=str(args.neighbours),

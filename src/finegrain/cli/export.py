@@ -20,13 +20,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..export.onnx_model import export_onnx, onnx_top1
     from ..pipeline import Classifier
-    from .main import _info
+    from .common import info
 
     clf = Classifier.load(args.model)
-    info = export_onnx(clf, args.output, opset=args.opset, int8=args.int8)
-    _info(args, f"wrote {info['path']} ({info['bytes'] / 2**20:.1f} MiB, opset {info['opset']}"
-                f"{', int8 weights' if args.int8 else ''}); max |p − finegrain's p| on check images "
-                f"{info['max_abs_diff_vs_finegrain']:.1e}")
+    written = export_onnx(clf, args.output, opset=args.opset, int8=args.int8)
+    info(args, f"wrote {written['path']} ({written['bytes'] / 2**20:.1f} MiB, opset {written['opset']}"
+               f"{', int8 weights' if args.int8 else ''}); max |p − finegrain's p| on check images "
+               f"{written['max_abs_diff_vs_finegrain']:.1e}")
     if args.check:
         result = onnx_top1(args.output, clf, args.check)
         line = f"top-1 on {result['n']} test images: {result['top1']:.4f}"

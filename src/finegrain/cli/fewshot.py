@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .main import _info, embed_kwargs
+from .common import embed_kwargs, info
 from .options import positive_int
 
 
@@ -63,6 +63,6 @@ def run(args: argparse.Namespace) -> int:
                           methods=parse_methods(args.methods), cache_dir=args.cache_dir, **embed_kwargs(args))
     if args.output:
         write_json(args.output, report)
-        _info(args, f"wrote {args.output}")
+        info(args, f"wrote {args.output}")
     print(to_json(report) if args.format == "json" else report_table(report))
     return 0

@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..finetune.api import finetune
     from ..finetune.settings import TrainSettings
-    from .main import _info, embed_kwargs, save_with_diagram
+    from .common import embed_kwargs, info, save_with_diagram
 
     settings = TrainSettings(epochs=args.epochs, batch_size=args.train_batch_size, lr=args.lr,
                              backbone_lr=args.backbone_lr, layer_decay=args.layer_decay, weight_decay=args.weight_decay,
@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
     ft, t = clf.info["finetune"], clf.info["training"]
     for m in ft["members"]:
         net_acc = m["network_val_accuracy"]
-        _info(args, f"{m['base']}: trained {m['trained_stages']} stage(s), kept epoch {m['best_epoch'] or m['settings']['epochs']}"
+        info(args, f"{m['base']}: trained {m['trained_stages']} stage(s), kept epoch {m['best_epoch'] or m['settings']['epochs']}"
                     + (f" (network's validation accuracy {net_acc:.3f})" if net_acc is not None else "")
                     + f"; activations {m['store_seconds']:.0f} s, training {m['train_seconds']:.0f} s")
-    _info(args, f"fine-tuned on {t['n_train']} images of {len(clf.classes)} classes ({t['n_val']} held out for "
+    info(args, f"fine-tuned on {t['n_train']} images of {len(clf.classes)} classes ({t['n_val']} held out for "
                 f"validation) in {ft['seconds']:.0f} s → {args.output}")
     return 0

@@ -9,6 +9,8 @@ from typing import Callable, Sequence
 
 from .._version import __version__
 from . import scale as scale_cli  # argument definitions only: light imports
+from .common import (add_common_options, embed_kwargs, expand_inputs, info, lazy, none_readable,
+                     parse_head_params, save_with_diagram, unknown_option, with_head_mode)
 from .options import fraction, positive_float, positive_int
 
 EPILOG = {
@@ -44,81 +46,6 @@ EPILOG = {
 }
 
 
-def lazy(module: str, func: str = "run") -> Callable[[argparse.Namespace], int]:
-    """A command implemented in another module, imported only when that command runs (keeps --help instant)."""
-    def call(args: argparse.Namespace) -> int:
-        import importlib
-        return getattr(importlib.import_module(module), func)(args)
-    return call
-
-
-def add_common_options(p: argparse.ArgumentParser) -> None:
-    """Options every command that reads images shares."""
-    g = p.add_argument_group("runtime")
-    g.add_argument("--cache-dir", type=Path, default=None,
-                   help="embedding cache folder (default: $FINEGRAIN_CACHE_DIR or ~/.cache/finegrain)")
-    g.add_argument("--batch-size", type=positive_int, default=32, help="images per model call (default 32)")
-    g.add_argument("--workers", type=positive_int, default=2, help="decoding threads (default 2)")
-    g.add_argument("--runtime", choices=["auto", "onnx", "torch"], default=None,
-                   help="what runs the backbone: onnx (ONNX Runtime, ~8x faster), torch (eager PyTorch, the "
-                        "reference) or auto (onnx when installed; the default, or $FINEGRAIN_RUNTIME)")
-    g.add_argument("--max-image-pixels", type=positive_int, default=None,
-                   help="refuse images with more pixels than this (decompression-bomb guard; default 89,478,485)")
-    g.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="threads for the networks (default: $FINEGRAIN_THREADS, else one per core); the heads' "
-                        "solvers always use one BLAS thread")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes, only warnings and errors")
-
-
-def embed_kwargs(args: argparse.Namespace) -> dict:
-    """embed_samples keyword arguments from the shared runtime options."""
-    from ..data.images import DEFAULT_MAX_PIXELS
-    return {"batch_size": args.batch_size, "workers": args.workers,
-            "max_pixels": args.max_image_pixels or DEFAULT_MAX_PIXELS, "progress": not args.quiet}
-
-
-def _info(args: argparse.Namespace, msg: str) -> None:
-    if not args.quiet:
-        print(msg, file=sys.stderr)
-
-
-def parse_head_params(items: Sequence[str] | None) -> dict:
-    """--head-param KEY=VALUE (repeatable); values are read as JSON when they parse (numbers, true, lists)."""
-    import json
-
-    from ..errors import ConfigError
-
-    params = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"bad --head-param '{item}'", expected="KEY=VALUE, e.g. --head-param k=20",
-                              found=item, fix="write the parameter as KEY=VALUE")
-        try:
-            params[key.strip()] = json.loads(value)
-        except ValueError:
-            params[key.strip()] = value
-    return params
-
-
-def with_head_mode(clf, mode: str | None):
-    """--head-mode: score with another inference mode of a head that has several (rbi: single/bank/transductive)."""
-    from ..errors import ConfigError
-
-    if mode is None:
-        return clf
-    if not hasattr(clf.head, "with_mode"):
-        raise ConfigError(f"the {clf.head.name} head has a single inference mode", expected="a model fitted with --head rbi",
-                          found=f"--head-mode {mode}", fix="drop --head-mode")
-    clf.head = clf.head.with_mode(mode)
-    return clf
-
-
-def unknown_option(value: str) -> str | float:
-    """--unknown: 'auto' or a number (argparse turns a ValueError into a usage error)."""
-    return "auto" if value == "auto" else float(value)
-
-
 def cmd_fit(args: argparse.Namespace) -> int:
     from ..training import fit
 
@@ -136,25 +63,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     t = clf.info["training"]
     held = f"{t['n_val']} in the val split" if t["n_val"] else \
         f"{clf.info['calibration']['n']} held out of train for calibration" if "calibration" in clf.info else "none held out"
-    _info(args, f"fitted {args.head} head on {t['n_train']} images of {len(clf.classes)} classes "
+    info(args, f"fitted {args.head} head on {t['n_train']} images of {len(clf.classes)} classes "
                 f"({held}, {t['n_unreadable']} unreadable) in {t['seconds']:.1f}s → {args.output}")
     return 0
-
-
-def save_with_diagram(args: argparse.Namespace, clf) -> None:
-    """Save the model to --output with its reliability diagram, and say what calibration did."""
-    clf.save(args.output)
-    if "calibration" in clf.info:
-        from ..openworld.plots import save_reliability_diagram
-        cal = clf.info["calibration"]
-        save_reliability_diagram(cal, [Path(args.output) / "reliability.png", Path(args.output) / "reliability.svg"],
-                                 title=f"held-out calibration ({cal['held_out']}, {cal['n']} images)")
-        if cal.get("applied", True):
-            _info(args, f"calibrated on {cal['n']} held-out images: T={cal['temperature']:.3f}, ECE "
-                        f"{cal['before']['ece']:.3f} → {cal['after']['ece']:.3f} (reliability.png/svg)")
-        elif "skipped" not in cal:  # a skipped temperature was already explained by a warning
-            _info(args, f"kept the head's own probabilities: a fitted temperature (T={cal['temperature']:.3f}) did not "
-                        f"lower the ECE of {cal['n']} held-out images ({cal['before']['ece']:.4f} → {cal['after']['ece']:.4f})")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -172,34 +83,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(eval_table(report))
     if args.output:
-        _info(args, f"full results (JSON): {args.output}")
+        info(args, f"full results (JSON): {args.output}")
     return 0
 
 
 TABLE_TOP_K, TABLE_WIDTH = 3, 100  # the default predict table fits a 100-column terminal; --wide shows everything
-
-
-def expand_inputs(inputs: Sequence[str], allow_uris: bool = False) -> list[str]:
-    """'-' reads paths from stdin, one per line (`find … | finegrain predict MODEL -`); URLs are refused: finegrain
-    never fetches from the network (a Ray job, `allow_uris`, reads object-store URIs such as s3://)."""
-    import re
-
-    from ..errors import ConfigError
-
-    paths = []
-    for item in inputs:
-        if item == "-":
-            paths += [line.rstrip("\n") for line in sys.stdin if line.strip()]
-        else:
-            paths.append(item)
-    urls = [p for p in paths if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", p)]
-    if urls and not allow_uris:
-        raise ConfigError(f"{urls[0]} is a URL", expected="image files or folders on this machine",
-                          found=f"{len(urls)} URL(s)", fix="download the images first (finegrain never fetches from the network)")
-    if not paths:
-        raise ConfigError("no inputs", expected="image files, folders, or '-' with paths on stdin",
-                          found="an empty list", fix="pass at least one path")
-    return paths
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -224,12 +112,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "jsonl": lambda: predictions_jsonl(preds, prov)}[args.format]()
     if args.output:
         write_text_atomic(args.output, text)
-        _info(args, f"wrote {len(preds)} predictions to {args.output}")
+        info(args, f"wrote {len(preds)} predictions to {args.output}")
     else:
         sys.stdout.write(text)
     if args.unknown == "auto" and clf.detector is not None:
         d = clf.detector
-        _info(args, f"unknown when the {d.method} score is below {d.threshold_:.4f} (the threshold saved at fit: "
+        info(args, f"unknown when the {d.method} score is below {d.threshold_:.4f} (the threshold saved at fit: "
                     f"it keeps {d.target_tpr:.0%} of held-out known images)")
     n_err = sum(p.error is not None for p in preds)
     if n_err == len(preds):
@@ -237,13 +125,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if n_err:
         print(f"finegrain: {n_err} of {len(preds)} file(s) could not be read (rows marked error)", file=sys.stderr)
     return 0
-
-
-def none_readable(command: str, first_path: str, first_reason: str, n: int) -> int:
-    """Exit 1 with one line when no input at all could be read: a run that produced nothing is a failure."""
-    print(f"finegrain {command}: error: none of the {n} input file(s) could be read (first: {first_path}: "
-          f"{first_reason})", file=sys.stderr)
-    return 1
 
 
 def ray_job(command: str, args: argparse.Namespace) -> int:
@@ -276,7 +157,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
                              first.reason if first else "no image files found", len(emb.errors))
     labels = sorted({s.label for s in emb.samples if s.label})
     save_embeddings(emb, args.output, provenance(bb.id, bb.preprocess.to_dict(), labels, data=str(args.data)))
-    _info(args, f"embedded {len(emb.samples)} images ({emb.n_cached} from cache, {emb.n_computed} computed, "
+    info(args, f"embedded {len(emb.samples)} images ({emb.n_cached} from cache, {emb.n_computed} computed, "
                 f"{len(emb.errors)} unreadable) → {args.output}")
     return 0
 
@@ -307,7 +188,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
-    from ..backbones import DEFAULT_BACKBONE, VLM_FAMILIES, list_backbones
+    from ..backbones import DEFAULT_BACKBONE, list_backbones
     needs = {"hf_clip": ":DIR  (a Hugging Face CLIP-family model folder; pip install 'finegrain[clip]')",
              "open_clip": ":ARCH/TAG  (an open_clip model; needs open_clip and its weights)",
              "finetuned": ":BASE.HASH  (written by `finegrain finetune`; pass its model folder as --backbone)"}
@@ -322,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
     summary = run_demo(args.output, backbone=args.backbone, cache_dir=args.cache_dir, progress=not args.quiet)
     print(summary["text"])
-    _info(args, f"summary: {Path(args.output) / 'summary.html'} and summary.json; full report: "
+    info(args, f"summary: {Path(args.output) / 'summary.html'} and summary.json; full report: "
                 f"{Path(args.output) / 'report.html'}")
     return 0
 

@@ -9,7 +9,7 @@ from .options import non_negative_int, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .main import add_common_options
+    from .common import add_common_options
 
     p.add_argument("model", type=Path, help="model directory from `finegrain fit`")
     p.add_argument("data", help="labelled data as for eval (folder, manifest, CUB folder or `finegrain embed` folder)")
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import write_text_atomic
     from ..pipeline import Classifier
     from ..report import build_report
-    from .main import embed_kwargs
+    from .common import embed_kwargs
 
     _check_counts(args)
     clf = Classifier.load(args.model)

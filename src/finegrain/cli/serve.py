@@ -33,7 +33,7 @@ def wait_ms(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .main import add_common_options
+    from .common import add_common_options
 
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="model folder from `finegrain fit`; NAME=FOLDER sets its URL name (default: the folder name)")

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from .main import add_common_options, embed_kwargs
+from .common import add_common_options, embed_kwargs, info
 from .options import positive_int
 
 
@@ -81,11 +81,6 @@ def add_describe_arguments(p: argparse.ArgumentParser) -> None:
     add_common_options(p)
 
 
-def _info(args: argparse.Namespace, msg: str) -> None:
-    if not args.quiet:
-        print(msg, file=sys.stderr)
-
-
 def _unlabelled_embeddings(args: argparse.Namespace, backbone: str):
     """Embeddings of the --unlabelled images (labels, if any, are ignored), or None."""
     if not args.unlabelled:
@@ -124,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                          conse_top=args.conse_top, **_common_build(args))
     clf.save(args.output)
     z = clf.info["zeroshot"]
-    _info(args, f"zero-shot model ({z['method']}, text encoder {z['text_encoder']}) over {len(classes)} classes, "
+    info(args, f"zero-shot model ({z['method']}, text encoder {z['text_encoder']}) over {len(classes)} classes, "
                 f"{z['n_described']} described, {len(z['templates'])} template(s) → {args.output}")
     if z["method"] == "conse" and args.descriptions and not args.vocabulary:
         print("finegrain zeroshot: warning: without an image–text model (CLIP) or an `align` model, descriptions "
@@ -172,7 +167,7 @@ def run_align(args: argparse.Namespace) -> int:
     chosen = a["chosen_on_held_out_seen_classes"]
     how = "given" if chosen is None else chosen.get("skipped") or \
         f"chosen on held-out seen classes, held-out top-1 {chosen['held_out_top1']:.3f}"
-    _info(args, f"aligned on {a['n_train_images']} images of {len(a['trained_on_classes'])} seen classes with "
+    info(args, f"aligned on {a['n_train_images']} images of {len(a['trained_on_classes'])} seen classes with "
                 f"{a['n_terms']} shared descriptor terms; gamma {a['params']['gamma']:g}, lam {a['params']['lam']:g}, "
                 f"text weight {a['params']['text_weight']:g} ({how}); "
                 + (f"seen-class penalty {a['seen_penalty']:g}; " if a["seen_penalty"] else "")
