@@ -13,6 +13,7 @@ Imports are lazy so that `finegrain --help` stays instant (no torch import).
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from ._version import __version__
@@ -29,9 +30,13 @@ _LAZY = {
     "get_backbone": ("finegrain.backbones", "get_backbone"),
     "list_backbones": ("finegrain.backbones", "list_backbones"),
     "EmbeddingCache": ("finegrain.store", "EmbeddingCache"),
+    "check": ("finegrain.data.check", "check_data"),
+    "fewshot_eval": ("finegrain.fewshot.evaluate", "fewshot_eval"),
+    "export_onnx": ("finegrain.export.onnx_model", "export_onnx"),
 }
+SAMPLE_DATA = str(Path(__file__).parent / "sample_data" / "cub10")  # the bundled demo photos (10 species)
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "SAMPLE_DATA", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

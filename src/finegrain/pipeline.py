@@ -90,9 +90,10 @@ class Classifier:
         return bb
 
     def embed(self, samples: Sequence[Sample], *, cache: EmbeddingCache | None = None, batch_size: int = 32,
-              workers: int = 2, max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False) -> Embeddings:
+              workers: int = 2, max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False,
+              runtime: str | None = None) -> Embeddings:
         return embed_samples(samples, self.backbone(), cache=cache, batch_size=batch_size, workers=workers,
-                             max_pixels=max_pixels, progress=progress)
+                             max_pixels=max_pixels, progress=progress, runtime=runtime)
 
     def check_embeddings(self, emb: Embeddings) -> None:
         if emb.backbone_id != self.backbone_id or emb.cache_key != self.cache_key:
@@ -122,14 +123,43 @@ class Classifier:
         logits = self.head.decision_function(emb.X) if logits is None else logits
         return self.detector.predict_unknown(emb.X, logits, threshold)
 
+    def variant(self, *, head_mode: str | None = None, transductive: bool = False) -> "Classifier":
+        """This model scored another way: another inference mode of a head that has several (rbi: single, bank,
+        transductive), or prototypes with transductive EM over each call's images. The model itself is unchanged."""
+        import copy
+
+        clf = copy.copy(self)
+        if head_mode is not None:
+            if not hasattr(clf.head, "with_mode"):
+                raise ConfigError(f"the {clf.head.name} head has a single inference mode",
+                                  expected="a model fitted with --head rbi", found=f"head mode {head_mode}",
+                                  fix="drop --head-mode")
+            clf.head = clf.head.with_mode(head_mode)
+        if transductive:
+            from .fewshot.transductive import with_transductive
+            clf = with_transductive(clf)
+        return clf
+
     def predict(self, inputs: Sequence[str | Path] | str | Path, *, top_k: int = 5,
                 cache: EmbeddingCache | None = None, progress: bool = False, unknown: str | float | None = None,
-                **embed_kw: Any) -> list[Prediction]:
+                head_mode: str | None = None, transductive: bool = False, **embed_kw: Any) -> list[Prediction]:
         """Top-k predictions for image files and folders; unreadable files come back as rows with an error.
 
-        With `unknown` ("auto" or a threshold), images the OOD detector scores below it are answered 'unknown'."""
+        With `unknown` ("auto" or a threshold), images the OOD detector scores below it are answered 'unknown';
+        `head_mode` and `transductive` score them as `variant` says.
+
+        >>> import finegrain
+        >>> clf = finegrain.fit(finegrain.SAMPLE_DATA, backbone="tiny", head="prototype")
+        >>> [p.label for p in clf.predict(finegrain.SAMPLE_DATA + "/test/Hooded_Oriole")][:1]  # doctest: +ELLIPSIS
+        ['...']
+        >>> len(clf.predict(finegrain.SAMPLE_DATA + "/test", transductive=True, top_k=3)[0].labels)
+        3
+        """
         from .data.sources import collect_inputs
 
+        if head_mode is not None or transductive:
+            return self.variant(head_mode=head_mode, transductive=transductive).predict(
+                inputs, top_k=top_k, cache=cache, progress=progress, unknown=unknown, **embed_kw)
         samples = collect_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
         emb = self.embed(samples, cache=cache, progress=progress, **embed_kw)
         return self.predictions_from_embeddings(samples, emb, top_k=top_k, unknown=unknown)

@@ -136,13 +136,24 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
         cache_dir: str | Path | None = None, batch_size: int = 32, workers: int = 2,
         max_pixels: int | None = DEFAULT_MAX_PIXELS, max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
         progress: bool = False, calibrate: bool = True, ood_method: str = "msp",
-        unknown_tpr: float = 0.95, shots: int | None = None) -> Classifier:
+        unknown_tpr: float = 0.95, shots: int | None = None, runtime: str | None = None,
+        threads: int | None = None) -> Classifier:
     """Fit a classifier on DATA's training images (or on a `finegrain embed` folder of them).
 
     With `calibrate`, a temperature and an OOD detector (score `ood_method`, threshold keeping `unknown_tpr` of
     held-out known images) are fitted on the val split, or on a held-out `val_split` fraction, and saved with it.
     With `shots`, at most that many labelled training images per class are used (seeded, chosen before any
-    image is read; the val split is then ignored, since its labels would be extra shots)."""
+    image is read; the val split is then ignored, since its labels would be extra shots). `runtime` picks what
+    runs the backbone (as `--runtime`); `threads` sets the process's thread budget (as `--threads`).
+
+    >>> import finegrain
+    >>> clf = finegrain.fit(finegrain.SAMPLE_DATA, backbone="tiny", runtime="torch", threads=1)
+    >>> len(clf.classes), clf.info["training"]["n_train"]
+    (10, 80)
+    """
+    if threads is not None:
+        from .threads import set_thread_budget
+        set_thread_budget(threads)
     t0 = time.perf_counter()
     params = dict(head_params or {})
     accepted = head_parameters(head)
@@ -154,7 +165,7 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
         td = _from_embeddings_dir(data, backbone, shots, seed)
     else:
         td = _from_images(data, backbone, shots, seed, cache_dir, max_error_rate, batch_size=batch_size,
-                          workers=workers, max_pixels=max_pixels, progress=progress)
+                          workers=workers, max_pixels=max_pixels, progress=progress, runtime=runtime)
     train_emb = _labelled(td.train)
     if len(train_emb.samples) == 0:
         raise DataError(f"no labelled training images in {data}", expected="images in class folders or a label column",

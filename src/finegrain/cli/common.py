@@ -67,19 +67,6 @@ def parse_head_params(items: Sequence[str] | None) -> dict:
     return params
 
 
-def with_head_mode(clf, mode: str | None):
-    """--head-mode: score with another inference mode of a head that has several (rbi: single/bank/transductive)."""
-    from ..errors import ConfigError
-
-    if mode is None:
-        return clf
-    if not hasattr(clf.head, "with_mode"):
-        raise ConfigError(f"the {clf.head.name} head has a single inference mode", expected="a model fitted with --head rbi",
-                          found=f"--head-mode {mode}", fix="drop --head-mode")
-    clf.head = clf.head.with_mode(mode)
-    return clf
-
-
 def unknown_option(value: str) -> str | float:
     """--unknown: 'auto' or a number (argparse turns a ValueError into a usage error)."""
     return "auto" if value == "auto" else float(value)

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 from .._version import __version__
 from . import scale as scale_cli  # argument definitions only: light imports
 from .common import (add_common_options, embed_kwargs, expand_inputs, info, lazy, none_readable,
-                     parse_head_params, save_with_diagram, unknown_option, with_head_mode)
+                     parse_head_params, save_with_diagram, unknown_option)
 from .options import fraction, positive_float, positive_int
 
 EPILOG = {
@@ -74,7 +74,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..outputs import eval_table
     from ..pipeline import Classifier
 
-    clf = with_head_mode(Classifier.load(args.model), args.head_mode)
+    clf = Classifier.load(args.model).variant(head_mode=args.head_mode)
     report = evaluate(clf, args.data, split=args.split, top_k=args.top_k, cache_dir=args.cache_dir, **embed_kwargs(args))
     if args.output:
         write_json(args.output, report)
@@ -99,10 +99,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if scale_cli.uses_ray(args):
         return ray_job("predict", args)
     args.inputs = expand_inputs(args.inputs)
-    clf = with_head_mode(Classifier.load(args.model), args.head_mode)
-    if args.transductive:
-        from ..fewshot.transductive import with_transductive
-        clf = with_transductive(clf)
+    clf = Classifier.load(args.model).variant(head_mode=args.head_mode, transductive=args.transductive)
     with EmbeddingCache(args.cache_dir) as cache:
         preds = clf.predict(args.inputs, top_k=args.top_k, cache=cache, unknown=args.unknown, **embed_kwargs(args))
     k = min(args.top_k, len(clf.classes))
@@ -163,20 +160,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ..data.health import check_samples, findings_to_json, format_findings
-    from ..data.images import file_sha256
-    from ..data.sources import load_data
-    from ..errors import ImageError
+    from ..data.check import check_data
+    from ..data.health import findings_to_json, format_findings
     from ..io import to_json
 
-    ds = load_data(args.data)
-    hashes = {}
-    for s in ds.samples:
-        try:
-            hashes[s.path] = file_sha256(s.path)
-        except ImageError:  # unreadable files are the image loader's to report; check only compares contents
-            continue
-    findings = check_samples(ds.samples, content_hashes=hashes, empty_classes=ds.empty_classes)
+    ds, findings = check_data(args.data)
     if args.format == "json":
         print(to_json({"data": str(args.data), "kind": ds.kind, "n_images": len(ds.samples),
                        "classes": len(ds.classes), "splits": ds.splits, "findings": findings_to_json(findings)}))
