@@ -26,6 +26,7 @@ import numpy as np
 from _common import RESULTS, machine, peak_rss_children_mib, run_cli, shared_dataset
 
 CACHE = Path(os.environ.get("FINEGRAIN_BENCH_CACHE", "/tmp/finegrain-bench-cache"))
+LITE012 = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
 ROWS = {  # name: (dataset, command, extra arguments)
     "cub100_frozen": ("cub100", "fit", []),
     "cub100_default": ("cub100", "finetune", []),
@@ -42,6 +43,8 @@ ROWS = {  # name: (dataset, command, extra arguments)
     "cub100_blocks8": ("cub100", "finetune", ["--train-blocks", "8"]),
     "cub100_backbone_lr1e-3": ("cub100", "finetune", ["--backbone-lr", "1e-3"]),
     "cub100_cutmix": ("cub100", "finetune", ["--cutmix", "1.0"]),
+    "cub100_lite012_frozen": ("cub100", "fit", ["--backbone", LITE012]),
+    "cub100_lite012": ("cub100", "finetune", ["--backbone", LITE012]),
     "cub100_stock_plus_tuned": ("cub100", "fit", ["--backbone", f"efficientnet_lite0+{CACHE}/work/cub100_default_s0"]),
     "plankton_frozen": ("plankton", "fit", []),
     "plankton_default": ("plankton", "finetune", []),
