@@ -23,7 +23,6 @@ import torch
 from ..backbones import DEFAULT_BACKBONE, get_backbone
 from ..backbones.composite import SEPARATOR, member_ids
 from ..data.images import DEFAULT_MAX_PIXELS
-from ..data.samples import Sample
 from ..data.sources import DataSet, load_data
 from ..errors import DataError
 from ..heads.base import stratified_holdout
