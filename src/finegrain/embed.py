@@ -1,7 +1,8 @@
 """The embedding engine: files → (cached) L2-normalised embeddings, with decoding overlapped with the model.
 
 Files are identified by content (SHA-256), so renamed or copied images hit the cache, and an image that cannot
-be read becomes an error record (path, reason) rather than ending the run or being replaced by another.
+be read becomes an error record (path, reason) rather than ending the run or being replaced by another. A sample
+with a crop box is identified by its file's hash and its box (`data.boxes.sample_key`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from PIL import Image
 
 from .backbones import Backbone, CompositeBackbone, Preprocess, get_backbone
 from .backbones.onnx_runtime import default_runtime, resolve_runtime
-from .data.images import DEFAULT_MAX_PIXELS, file_sha256, load_rgb
+from .data.boxes import BOX_COLUMNS, load_sample_rgb, parse_box, sample_key
+from .data.images import DEFAULT_MAX_PIXELS, file_sha256
 from .data.samples import Sample
 from .errors import DataError, FinegrainError, ImageError
 from .store import EmbeddingCache, default_cache_dir, missing
@@ -38,7 +40,7 @@ class Embeddings:
 
     X: np.ndarray
     samples: list[Sample]
-    shas: list[str]
+    shas: list[str]  # per sample: its file's SHA-256, with ':box=x,y,w,h' appended when it has a crop box
     backbone_id: str
     cache_key: str
     preprocess: dict
@@ -67,26 +69,29 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def _hash_all(samples: Sequence[Sample], pool: ThreadPoolExecutor) -> list[str | ErrorRecord]:
+    """Each sample's cache identity (`sample_key`), or why it has none: an unreadable file or an unusable box."""
     def one(s: Sample) -> str | ErrorRecord:
+        if s.box is not None and s.box.problem:
+            return ErrorRecord(str(s.path), s.box.problem)
         try:
-            return file_sha256(s.path)
+            return sample_key(file_sha256(s.path), s)
         except ImageError as exc:
             return ErrorRecord(str(s.path), exc.reason)
     return list(pool.map(one, samples))
 
 
-def _decode(path: str, backbone: Backbone, max_pixels: int | None) -> np.ndarray | ErrorRecord:
+def _decode(sample: Sample, backbone: Backbone, max_pixels: int | None) -> np.ndarray | ErrorRecord:
     try:
-        return backbone.preprocess.apply(load_rgb(path, max_pixels=max_pixels))
+        return backbone.preprocess.apply(load_sample_rgb(sample, max_pixels=max_pixels))
     except FinegrainError as exc:
-        return ErrorRecord(path, getattr(exc, "reason", str(exc)))
+        return ErrorRecord(str(sample.path), getattr(exc, "reason", str(exc)))
 
 
-def _decoded_batches(todo: list[tuple[str, str]], backbone: Backbone, pool: ThreadPoolExecutor,
+def _decoded_batches(todo: list[tuple[str, Sample]], backbone: Backbone, pool: ThreadPoolExecutor,
                      batch_size: int, max_pixels: int | None) -> Iterator[list[tuple[str, np.ndarray | ErrorRecord]]]:
     """Yield decoded batches while the next batch is already being decoded in the pool (bounded: 2 in flight)."""
-    def submit(chunk: list[tuple[str, str]]) -> list[tuple[str, Future]]:
-        return [(sha, pool.submit(_decode, path, backbone, max_pixels)) for sha, path in chunk]
+    def submit(chunk: list[tuple[str, Sample]]) -> list[tuple[str, Future]]:
+        return [(key, pool.submit(_decode, sample, backbone, max_pixels)) for key, sample in chunk]
 
     chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     in_flight = [submit(c) for c in chunks[:2]]
@@ -128,11 +133,11 @@ def embed_samples(samples: Sequence[Sample], backbone: str | Backbone | Composit
         if cache is not None:
             vectors.update(cache.get_many(key, shas))
         n_cached = sum(1 for h in shas if h in vectors)
-        path_of = {}
+        sample_of: dict[str, Sample] = {}
         for s, h in zip(samples, hashed):
             if isinstance(h, str):
-                path_of.setdefault(h, str(s.path))
-        todo = [(sha, path_of[sha]) for sha in missing(shas, vectors)]
+                sample_of.setdefault(h, s)
+        todo = [(key, sample_of[key]) for key in missing(shas, vectors)]
         runner = resolve_runtime(bb, runtime or default_runtime(), _onnx_dir(cache)) if todo else bb
         with _progress(len(todo), desc, progress) as bar:
             for batch in _decoded_batches(todo, bb, pool, batch_size, max_pixels):
@@ -221,7 +226,7 @@ PATH_BYTES = "surrogateescape"
 
 
 def save_embeddings(emb: Embeddings, directory: str | Path, provenance: dict) -> Path:
-    """A folder any command can reuse: vectors (safetensors), index.csv (path,label,split,group,sha256),
+    """A folder any command can reuse: vectors (safetensors), index.csv (path,label,split,group,sha256,x,y,w,h),
     errors.csv, meta.json (backbone, preprocessing, provenance)."""
     from safetensors.numpy import save_file
 
@@ -232,9 +237,10 @@ def save_embeddings(emb: Embeddings, directory: str | Path, provenance: dict) ->
     save_file({"embeddings": np.ascontiguousarray(emb.X, dtype=np.float32)}, str(tmp / "embeddings.safetensors"))
     with (tmp / "index.csv").open("w", newline="", encoding="utf-8", errors=PATH_BYTES) as fh:
         w = csv.writer(fh)
-        w.writerow(["path", "label", "split", "group", "sha256"])
+        w.writerow(["path", "label", "split", "group", "sha256", *BOX_COLUMNS])
         for s, sha in zip(emb.samples, emb.shas):
-            w.writerow([str(s.path), s.label or "", s.split or "", s.group or "", sha])
+            box = [f"{v:g}" for v in (s.box.x, s.box.y, s.box.w, s.box.h)] if s.box else [""] * 4
+            w.writerow([str(s.path), s.label or "", s.split or "", s.group or "", sha, *box])
     with (tmp / "errors.csv").open("w", newline="", encoding="utf-8", errors=PATH_BYTES) as fh:
         w = csv.writer(fh)
         w.writerow(["path", "reason"])
@@ -268,7 +274,8 @@ def load_embeddings(directory: str | Path) -> Embeddings:
     if len(rows) != len(X):
         raise DataError(f"embeddings folder {d} is inconsistent", expected=f"{len(X)} rows in index.csv",
                         found=f"{len(rows)} rows", fix="re-create it with `finegrain embed`")
-    samples = [Sample(Path(r["path"]), r["label"] or None, r["split"] or None, r["group"] or None) for r in rows]
+    samples = [Sample(Path(r["path"]), r["label"] or None, r["split"] or None, r["group"] or None,
+                      parse_box([r.get(c) or "" for c in BOX_COLUMNS], f"{d.name}/index.csv")) for r in rows]
     with (d / "errors.csv").open(newline="", encoding="utf-8", errors=PATH_BYTES) as fh:
         errors = [ErrorRecord(r["path"], r["reason"]) for r in csv.DictReader(fh)]
     return Embeddings(X=X, samples=samples, shas=[r["sha256"] for r in rows], backbone_id=meta["backbone"],

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ConfigError, DataError
+from .boxes import BOX_COLUMNS, Box, parse_box
 from .images import first_visit, folder_identity, is_hidden, is_image_file, iter_image_files
 from .samples import Sample
 
@@ -171,8 +172,25 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
                         found=str(exc), fix="fix the file (a NUL byte or a broken quote?) or re-export it") from None
 
 
+def _box_columns(path: Path, columns: Sequence[str]) -> bool:
+    """Whether the manifest has crop boxes: all four of x,y,w,h, or none of them."""
+    present = [c for c in BOX_COLUMNS if c in columns]
+    if present and len(present) < len(BOX_COLUMNS):
+        missing_cols = [c for c in BOX_COLUMNS if c not in columns]
+        raise DataError(f"manifest {path} has crop-box column(s) {', '.join(present)} but not {', '.join(missing_cols)}",
+                        expected="all four of x,y,w,h (pixels: top-left corner, width, height) or none",
+                        found=f"columns {', '.join(columns)}", fix=f"add the column(s) {', '.join(missing_cols)}, "
+                        f"or remove {', '.join(present)}")
+    return bool(present)
+
+
+def _row_box(row: dict[str, str], has_boxes: bool, source: str) -> Box | None:
+    return parse_box([row.get(c, "") for c in BOX_COLUMNS], source) if has_boxes else None
+
+
 def load_manifest(path: Path) -> DataSet:
-    """Columns path,label[,split][,group]; relative paths are relative to the manifest's folder."""
+    """Columns path,label[,split][,group][,x,y,w,h]; relative paths are relative to the manifest's folder.
+    x,y,w,h (pixels) crop each image before preprocessing; a row with them empty uses the whole image."""
     rows = _read_table(path)
     if not rows:
         raise DataError(f"manifest {path} has no rows", expected="a header and one row per image",
@@ -180,6 +198,7 @@ def load_manifest(path: Path) -> DataSet:
     if "path" not in rows[0]:
         raise DataError(f"manifest {path} has no 'path' column", expected="columns path,label[,split][,group]",
                         found=f"columns {', '.join(rows[0])}", fix="rename the column that holds image paths to 'path'")
+    has_boxes = _box_columns(path, list(rows[0]))
     samples = []
     for i, row in enumerate(rows, start=2):
         if not row["path"]:
@@ -195,7 +214,7 @@ def load_manifest(path: Path) -> DataSet:
                             expected="train, val or test", found=repr(split_raw), fix="use train, val or test")
         file = expand_user(row["path"])
         samples.append(Sample(file if file.is_absolute() else path.parent / file, row.get("label") or None,
-                              split, row.get("group") or None))
+                              split, row.get("group") or None, _row_box(row, has_boxes, f"{path.name} row {i}")))
     return DataSet(samples, path.parent, "manifest", columns=list(rows[0]))
 
 
@@ -214,13 +233,24 @@ def _read_id_table(path: Path) -> dict[str, str]:
     return out
 
 
+def _cub_boxes(root: Path) -> dict[str, Box | None]:
+    """bounding_boxes.txt ('id x y w h', pixels of the original image), when the folder has one."""
+    path = root / "bounding_boxes.txt"
+    if not path.is_file():
+        return {}
+    return {image_id: parse_box(re.split(r"\s*,\s*|\s+", value.strip()), f"{path.name}, image id {image_id}")
+            for image_id, value in _read_id_table(path).items()}
+
+
 def load_cub(root: Path) -> DataSet:
-    """CUB-200-2011 layout: images.txt, image_class_labels.txt, optional classes.txt and train_test_split.txt."""
+    """CUB-200-2011 layout: images.txt, image_class_labels.txt, optional classes.txt, train_test_split.txt and
+    bounding_boxes.txt (each image is then cropped to its box; images without a line stay whole)."""
     images = _read_id_table(root / "images.txt")
     labels = _read_id_table(root / "image_class_labels.txt")
     names = _read_id_table(root / "classes.txt") if (root / "classes.txt").is_file() else {}
     names = {k: re.sub(r"^\d+\.", "", v) for k, v in names.items()}
     is_train = _read_id_table(root / "train_test_split.txt") if (root / "train_test_split.txt").is_file() else {}
+    boxes = _cub_boxes(root)
     image_dir = root / "images" if (root / "images").is_dir() else root
     samples = []
     for image_id, rel in images.items():
@@ -228,7 +258,8 @@ def load_cub(root: Path) -> DataSet:
             raise DataError(f"image id {image_id} ({rel}) has no label in image_class_labels.txt",
                             expected="one label line per image", found="none", fix="add the missing line")
         split = None if image_id not in is_train else ("train" if is_train[image_id] == "1" else "test")
-        samples.append(Sample(image_dir / rel, names.get(labels[image_id], labels[image_id]), split))
+        samples.append(Sample(image_dir / rel, names.get(labels[image_id], labels[image_id]), split,
+                              box=boxes.get(image_id)))
     return DataSet(samples, root, "cub")
 
 

@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..data.images import DEFAULT_MAX_PIXELS, load_rgb
+from ..data.boxes import load_sample_rgb
+from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.samples import Sample
 from ..embed import Embeddings
 from ..errors import ConfigError, FinegrainError
@@ -65,7 +66,7 @@ def _decode(samples: Sequence[Sample], preprocess, max_pixels: int | None) -> li
     out: list[np.ndarray | str] = []
     for s in samples:
         try:
-            out.append(preprocess.apply(load_rgb(s.path, max_pixels=max_pixels)))
+            out.append(preprocess.apply(load_sample_rgb(s, max_pixels=max_pixels)))
         except FinegrainError as exc:
             out.append(getattr(exc, "reason", str(exc)))
     return out

@@ -188,7 +188,7 @@ def onnx_top1(path: str | Path, clf: Classifier, data: str | Path, split: str | 
     """Top-1 of an exported file on DATA's labelled images of `split` (all when the data has no splits), decoded
     and preprocessed as finegrain does: measures what int8 quantisation costs."""
     from ..backbones.base import Preprocess
-    from ..data.images import load_rgb
+    from ..data.boxes import load_sample_rgb
     from ..data.sources import load_data
     from ..errors import FinegrainError
 
@@ -201,7 +201,7 @@ def onnx_top1(path: str | Path, clf: Classifier, data: str | Path, split: str | 
         batch, labels = [], []
         for s in samples[i:i + batch_size]:
             try:
-                batch.append(pre.apply(load_rgb(s.path)))
+                batch.append(pre.apply(load_sample_rgb(s)))
                 labels.append(s.label)
             except FinegrainError:
                 continue

@@ -165,7 +165,7 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
         raise DataError("fine-tuning needs at least 2 classes", expected="labelled images of 2 or more classes",
                         found=f"{len(classes)} class", fix="add images of other classes")
     val_emb = val_emb.subset([lab in set(classes) for lab in val_emb.labels])
-    paths = dict(zip(train_emb.shas + val_emb.shas, train_emb.paths + val_emb.paths))
+    paths = dict(zip(train_emb.shas + val_emb.shas, train_emb.samples + val_emb.samples))  # samples: crop boxes travel
     tuned_ids, summaries = [], []
     for member in member_ids(backbone):
         tuned, summary = tune_member(

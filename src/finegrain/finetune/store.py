@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..data.images import load_rgb
+from ..data.boxes import load_sample_rgb
 from ..errors import DataError, FinegrainError
 from .views import ViewRecipe, image_views
 
@@ -117,7 +117,7 @@ def check_disk_space(directory: Path, n_views_total: int, bytes_per_view: int) -
 def _decode_views(path: str, sha: str, pre, recipe: ViewRecipe, n_views: int,
                   max_pixels: int | None) -> np.ndarray | str:
     try:
-        return image_views(load_rgb(path, max_pixels=max_pixels), sha, pre, recipe, n_views)
+        return image_views(load_sample_rgb(path, max_pixels=max_pixels), sha, pre, recipe, n_views)
     except FinegrainError as exc:
         return getattr(exc, "reason", str(exc))
 
