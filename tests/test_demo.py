@@ -17,6 +17,7 @@ def test_demo_fits_evaluates_predicts_and_writes_summary(tmp_path):
     summary = run_demo(tmp_path / "out", progress=False)
     out = tmp_path / "out"
     assert (out / "model" / "config.json").is_file() and (out / "eval.json").is_file()
+    assert (out / "model" / "reliability.png").is_file()  # the README promises it (#14)
     saved = json.loads((out / "summary.json").read_text())
     assert saved["metrics"]["n"] == 80
     assert saved["metrics"]["top1"] >= 0.7  # 10 similar species, 8 photos each: measured 0.85

@@ -28,6 +28,7 @@ MODEL_FORMAT = "finegrain-model/1"
 CONFIG_FILE = "config.json"
 HEAD_FILE = "head.safetensors"
 OOD_FILE = "ood.safetensors"
+RELIABILITY_FILES = ("reliability.png", "reliability.svg")
 UNKNOWN = "unknown"
 
 
@@ -193,6 +194,7 @@ class Classifier:
 
     # --- persistence -------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
+        """Write the model folder atomically; a calibrated model gets its reliability diagram beside it."""
         from safetensors.numpy import save_file
 
         from .io import replace_dir_atomic, staging_dir, to_json
@@ -212,8 +214,18 @@ class Classifier:
             from .finetune.network import save_model_backbones
             config["tuned_backbones"] = save_model_backbones(self.backbone_id, tmp)
         (tmp / CONFIG_FILE).write_text(to_json(config) + "\n", encoding="utf-8")
+        self._write_reliability_diagram(tmp)
         replace_dir_atomic(tmp, target)
         return target
+
+    def _write_reliability_diagram(self, folder: Path) -> None:
+        """Before/after temperature scaling on the held-out images, from the bins saved at calibration."""
+        cal = self.info.get("calibration")
+        if cal is None:
+            return
+        from .openworld.plots import save_reliability_diagram
+        save_reliability_diagram(cal, [folder / name for name in RELIABILITY_FILES],
+                                 title=f"held-out calibration ({cal['held_out']}, {cal['n']} images)")
 
     @classmethod
     def load(cls, directory: str | Path) -> "Classifier":

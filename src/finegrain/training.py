@@ -20,7 +20,7 @@ from .fewshot.episodes import select_shots
 from .heads import DEFAULT_HEAD, head_parameters, make_head
 from .pipeline import Classifier
 from .store import EmbeddingCache
-from .progress import phase
+from .progress import note, phase, progress_scope
 from .threads import solver_threads
 
 log = logging.getLogger("finegrain")
@@ -135,7 +135,7 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
         head_params: dict[str, Any] | None = None, val_split: float = 0.2, seed: int = 0,
         cache_dir: str | Path | None = None, batch_size: int = 32, workers: int = 2,
         max_pixels: int | None = DEFAULT_MAX_PIXELS, max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
-        progress: bool = False, calibrate: bool = True, ood_method: str = "msp",
+        progress: bool | None = None, calibrate: bool = True, ood_method: str = "msp",
         unknown_tpr: float = 0.95, shots: int | None = None, runtime: str | None = None,
         threads: int | None = None) -> Classifier:
     """Fit a classifier on DATA's training images (or on a `finegrain embed` folder of them).
@@ -145,69 +145,74 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
     With `shots`, at most that many labelled training images per class are used (seeded, chosen before any
     image is read; the val split is then ignored, since its labels would be extra shots). `runtime` picks what
     runs the backbone (as `--runtime`); `threads` sets the process's thread budget (as `--threads`).
+    `progress`: True shows progress bars and phase lines on stderr, False silences them, None (the default)
+    shows no bars and leaves phase lines to the logging configuration (`finegrain.progress`).
 
     >>> import finegrain
     >>> clf = finegrain.fit(finegrain.SAMPLE_DATA, backbone="tiny", runtime="torch", threads=1)
     >>> len(clf.classes), clf.info["training"]["n_train"]
     (10, 80)
     """
-    if threads is not None:
-        from .threads import set_thread_budget
-        set_thread_budget(threads)
-    t0 = time.perf_counter()
-    params = dict(head_params or {})
-    accepted = head_parameters(head)
-    for name, value in (("val_fraction", val_split), ("seed", seed)):
-        if name in accepted:
-            params.setdefault(name, value)
-    clf_head = make_head(head, **params)
-    if not isinstance(data, DataSet) and is_embeddings_dir(data):
-        td = _from_embeddings_dir(data, backbone, shots, seed)
-    else:
-        td = _from_images(data, backbone, shots, seed, cache_dir, max_error_rate, batch_size=batch_size,
-                          workers=workers, max_pixels=max_pixels, progress=progress, runtime=runtime)
-    train_emb = _labelled(td.train)
-    if len(train_emb.samples) == 0:
-        raise DataError(f"no labelled training images in {data}", expected="images in class folders or a label column",
-                        found="only unlabelled images" if td.n_inputs else "no images",
-                        fix="put each class's images in a folder named after the class")
-    if "blocks" in accepted and "blocks" not in params:
-        clf_head.blocks = member_widths(td.read.backbone_id)
-    y_train = np.asarray(train_emb.labels, dtype=object)
-    val_emb = _val_of_known_classes(_labelled(td.val), set(y_train))
-    y_val = np.asarray(val_emb.labels, dtype=object) if val_emb.samples else None
-    X_val = val_emb.X if y_val is not None else None
-    with solver_threads(), phase(f"fitting the {head} head on {len(train_emb.samples)} embeddings"):
-        clf_head.fit(train_emb.X, y_train, X_val, y_val)
-    training = {
-        "data": str(data.root if isinstance(data, DataSet) else data), "data_kind": td.kind,
-        "n_train": len(train_emb.samples), "n_val": len(val_emb.samples),
-        "n_unreadable": len(td.read.errors), "unreadable": [e.__dict__ for e in td.read.errors[:100]],
-        "train_accuracy": float((clf_head.predict(train_emb.X) == y_train).mean()), "seed": seed,
-        "val_split": val_split, "class_counts": {c: int((y_train == c).sum()) for c in clf_head.classes_},
-        "empty_classes": td.empty_classes, "health": findings_to_json(td.findings),
-    }
-    if y_val is not None:
-        training["val_accuracy"] = float((clf_head.predict(X_val) == y_val).mean())
-    clf = Classifier(clf_head, td.read.backbone_id, td.read.preprocess, td.read.cache_key)
-    clf.info = {"provenance": clf.provenance(), "training": training,
-                "train_sha256": sorted(set(train_emb.shas) | set(val_emb.shas))}
-    if clf_head.name == "prototype":
-        from .fewshot.transductive import params_for_training_set, shipped_params
-
-        if shots is not None:
-            with phase("learning the transductive EM parameters"):
-                params = params_for_training_set(train_emb.X, y_train, seed=seed)
+    with progress_scope(progress):
+        if threads is not None:
+            from .threads import set_thread_budget
+            set_thread_budget(threads)
+        t0 = time.perf_counter()
+        params = dict(head_params or {})
+        accepted = head_parameters(head)
+        for name, value in (("val_fraction", val_split), ("seed", seed)):
+            if name in accepted:
+                params.setdefault(name, value)
+        clf_head = make_head(head, **params)
+        if not isinstance(data, DataSet) and is_embeddings_dir(data):
+            td = _from_embeddings_dir(data, backbone, shots, seed)
         else:
-            params = shipped_params("fitted without --shots: transductive EM pays off for few-shot models, so its "
-                                    "parameters are learned only for them (fit with --shots K)")
-        clf.info["transductive"] = params.to_dict()
-    if shots is not None:
-        training["shots"] = shots
-        if calibrate:
-            log.info("--shots: no calibration or unknown detector (holding out any of the K images would cost accuracy)")
-    elif calibrate:
-        with solver_threads(), phase("calibrating and fitting the unknown detector"):
-            _calibrate(clf, train_emb.X, y_train, X_val, y_val, val_split, seed, ood_method, unknown_tpr)
-    training["seconds"] = round(time.perf_counter() - t0, 2)
-    return clf
+            td = _from_images(data, backbone, shots, seed, cache_dir, max_error_rate, batch_size=batch_size,
+                              workers=workers, max_pixels=max_pixels, progress=progress, runtime=runtime)
+        train_emb = _labelled(td.train)
+        if len(train_emb.samples) == 0:
+            raise DataError(f"no labelled training images in {data}",
+                            expected="images in class folders or a label column",
+                            found="only unlabelled images" if td.n_inputs else "no images",
+                            fix="put each class's images in a folder named after the class")
+        if "blocks" in accepted and "blocks" not in params:
+            clf_head.blocks = member_widths(td.read.backbone_id)
+        y_train = np.asarray(train_emb.labels, dtype=object)
+        val_emb = _val_of_known_classes(_labelled(td.val), set(y_train))
+        y_val = np.asarray(val_emb.labels, dtype=object) if val_emb.samples else None
+        X_val = val_emb.X if y_val is not None else None
+        with solver_threads(), phase(f"fitting the {head} head on {len(train_emb.samples)} embeddings"):
+            clf_head.fit(train_emb.X, y_train, X_val, y_val)
+        training = {
+            "data": str(data.root if isinstance(data, DataSet) else data), "data_kind": td.kind,
+            "n_train": len(train_emb.samples), "n_val": len(val_emb.samples),
+            "n_unreadable": len(td.read.errors), "unreadable": [e.__dict__ for e in td.read.errors[:100]],
+            "train_accuracy": float((clf_head.predict(train_emb.X) == y_train).mean()), "seed": seed,
+            "val_split": val_split, "class_counts": {c: int((y_train == c).sum()) for c in clf_head.classes_},
+            "empty_classes": td.empty_classes, "health": findings_to_json(td.findings),
+        }
+        if y_val is not None:
+            training["val_accuracy"] = float((clf_head.predict(X_val) == y_val).mean())
+        clf = Classifier(clf_head, td.read.backbone_id, td.read.preprocess, td.read.cache_key)
+        clf.info = {"provenance": clf.provenance(), "training": training,
+                    "train_sha256": sorted(set(train_emb.shas) | set(val_emb.shas))}
+        if clf_head.name == "prototype":
+            from .fewshot.transductive import params_for_training_set, shipped_params
+
+            if shots is not None:
+                with phase("learning the transductive EM parameters"):
+                    params = params_for_training_set(train_emb.X, y_train, seed=seed)
+            else:
+                params = shipped_params("fitted without --shots: transductive EM pays off for few-shot models, so its "
+                                        "parameters are learned only for them (fit with --shots K)")
+            clf.info["transductive"] = params.to_dict()
+        if shots is not None:
+            training["shots"] = shots
+            if calibrate:
+                note("--shots: no calibration or unknown detector (holding out any of the K images would cost "
+                     "accuracy)")
+        elif calibrate:
+            with solver_threads(), phase("calibrating and fitting the unknown detector"):
+                _calibrate(clf, train_emb.X, y_train, X_val, y_val, val_split, seed, ood_method, unknown_tpr)
+        training["seconds"] = round(time.perf_counter() - t0, 2)
+        return clf

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..progress import note
 from .base import Backbone
 
 log = logging.getLogger("finegrain")
@@ -124,7 +125,7 @@ def export_checked(source: Backbone, path: Path) -> Path:
         tmp.unlink(missing_ok=True)
     path.with_suffix(".json").write_text(json.dumps({"backbone": source.id, "cache_key": source.cache_key,
                                                      "opset": OPSET, "min_cosine_vs_torch": cosine}) + "\n")
-    log.info("exported backbone %s to ONNX (%s), min cosine vs PyTorch %.6f", source.id, path, cosine)
+    note(f"exported backbone {source.id} to ONNX ({path}), min cosine vs PyTorch {cosine:.6f}")
     return path
 
 

@@ -73,13 +73,10 @@ def unknown_option(value: str) -> str | float:
 
 
 def save_with_diagram(args: argparse.Namespace, clf) -> None:
-    """Save the model to --output with its reliability diagram, and say what calibration did."""
+    """Save the model to --output (`Classifier.save` draws its reliability diagram), and say what calibration did."""
     clf.save(args.output)
     if "calibration" in clf.info:
-        from ..openworld.plots import save_reliability_diagram
         cal = clf.info["calibration"]
-        save_reliability_diagram(cal, [Path(args.output) / "reliability.png", Path(args.output) / "reliability.svg"],
-                                 title=f"held-out calibration ({cal['held_out']}, {cal['n']} images)")
         if cal.get("applied", True):
             info(args, f"calibrated on {cal['n']} held-out images: T={cal['temperature']:.3f}, ECE "
                         f"{cal['before']['ece']:.3f} → {cal['after']['ece']:.3f} (reliability.png/svg)")
