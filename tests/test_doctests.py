@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-MODULES = ["finegrain.training", "finegrain.pipeline", "finegrain.data.check"]
+MODULES = ["finegrain.training", "finegrain.pipeline", "finegrain.data.check", "finegrain.openworld.discover"]
 
 
 @pytest.mark.parametrize("name", MODULES)

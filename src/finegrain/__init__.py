@@ -33,6 +33,7 @@ _LAZY = {
     "check": ("finegrain.data.check", "check_data"),
     "fewshot_eval": ("finegrain.fewshot.evaluate", "fewshot_eval"),
     "export_onnx": ("finegrain.export.onnx_model", "export_onnx"),
+    "discover": ("finegrain.openworld.discover", "discover"),
 }
 SAMPLE_DATA = str(Path(__file__).parent / "sample_data" / "cub10")  # the bundled demo photos (10 species)
 
