@@ -34,6 +34,9 @@ _LAZY = {
     "fewshot_eval": ("finegrain.fewshot.evaluate", "fewshot_eval"),
     "export_onnx": ("finegrain.export.onnx_model", "export_onnx"),
     "discover": ("finegrain.openworld.discover", "discover"),
+    "zeroshot_classifier": ("finegrain.zeroshot.api", "zeroshot_classifier"),  # `finegrain.zeroshot` is the sub-package
+    "align": ("finegrain.zeroshot.api", "align"),
+    "describe": ("finegrain.zeroshot.api", "describe"),
 }
 SAMPLE_DATA = str(Path(__file__).parent / "sample_data" / "cub10")  # the bundled demo photos (10 species)
 

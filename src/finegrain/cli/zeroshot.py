@@ -81,45 +81,24 @@ def add_describe_arguments(p: argparse.ArgumentParser) -> None:
     add_common_options(p)
 
 
-def _unlabelled_embeddings(args: argparse.Namespace, backbone: str):
-    """Embeddings of the --unlabelled images (labels, if any, are ignored), or None."""
-    if not args.unlabelled:
-        return None
-    from ..backbones import get_backbone
-    from ..data.sources import collect_inputs
-    from ..embed import embed_samples
-    from ..store import EmbeddingCache
-
-    with EmbeddingCache(args.cache_dir) as cache:
-        emb = embed_samples(collect_inputs(args.unlabelled), get_backbone(backbone), cache=cache, **embed_kwargs(args))
-    return emb.X
-
-
-def _common_build(args: argparse.Namespace) -> dict:
-    from ..zeroshot.alignment import RefineParams
-    from ..zeroshot.texts import read_descriptions, read_templates
-
-    return {"descriptions": read_descriptions(args.descriptions) if args.descriptions else None,
-            "templates": read_templates(args.templates), "name_weight": args.name_weight,
-            "prompt_temperature": args.prompt_temperature, "refine": RefineParams() if args.adapt else None,
-            "cache_dir": args.cache_dir}
+def _shared(args: argparse.Namespace) -> dict:
+    """Keyword arguments `zeroshot` and `align` share, from the options."""
+    return {"templates": args.templates, "name_weight": args.name_weight, "unlabelled": args.unlabelled,
+            "prompt_temperature": args.prompt_temperature, "adapt": args.adapt, "cache_dir": args.cache_dir,
+            **embed_kwargs(args)}
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import Classifier
-    from ..zeroshot.build import build_zeroshot
-    from ..zeroshot.texts import read_class_names
+    from ..zeroshot.api import zeroshot_classifier
 
-    classes = read_class_names(args.classes or args.vocabulary)
-    shortlist = args.shortlist if args.shortlist is not None else (50 if args.vocabulary else 0)
-    alignment = Classifier.load(args.alignment) if args.alignment else None
-    backbone = alignment.backbone_id if alignment is not None else args.backbone
-    clf = build_zeroshot(classes, backbone=backbone, text_encoder=args.text_encoder, method=args.method,
-                         alignment=alignment, unlabelled=_unlabelled_embeddings(args, backbone), shortlist=shortlist,
-                         conse_top=args.conse_top, **_common_build(args))
+    classes = args.classes or args.vocabulary
+    clf = zeroshot_classifier(classes, descriptions=args.descriptions, backbone=args.backbone,
+                              text_encoder=args.text_encoder, method=args.method, alignment=args.alignment,
+                              shortlist=args.shortlist if args.shortlist is not None else (50 if args.vocabulary else 0),
+                              conse_top=args.conse_top, **_shared(args))
     clf.save(args.output)
     z = clf.info["zeroshot"]
-    info(args, f"zero-shot model ({z['method']}, text encoder {z['text_encoder']}) over {len(classes)} classes, "
+    info(args, f"zero-shot model ({z['method']}, text encoder {z['text_encoder']}) over {len(clf.classes)} classes, "
                 f"{z['n_described']} described, {len(z['templates'])} template(s) → {args.output}")
     if z["method"] == "conse" and args.descriptions and not args.vocabulary:
         print("finegrain zeroshot: warning: without an image–text model (CLIP) or an `align` model, descriptions "
@@ -129,39 +108,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _alignment_embeddings(args: argparse.Namespace):
-    """Labelled train/val embeddings of DATA: the test split is never read."""
-    from ..backbones import get_backbone
-    from ..data.sources import load_data
-    from ..embed import embed_samples, is_embeddings_dir, load_embeddings
-    from ..store import EmbeddingCache
-    from ..training import training_samples
-
-    if is_embeddings_dir(args.data):
-        emb = load_embeddings(args.data)
-        return emb.subset([s.split in (None, "train", "val") for s in emb.samples])
-    train, val = training_samples(load_data(args.data))
-    with EmbeddingCache(args.cache_dir) as cache:
-        return embed_samples(train + val, get_backbone(args.backbone), cache=cache, **embed_kwargs(args))
-
-
 def run_align(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..zeroshot.alignment import AlignmentParams
-    from ..zeroshot.build import train_alignment
-    from ..zeroshot.texts import read_class_names
+    from ..zeroshot.api import align
 
     if args.descriptions is None:
         raise ConfigError("align needs class descriptions", expected="--descriptions FILE",
                           found="none", fix="pass --descriptions descriptions.csv (class,description[,weight])")
-    emb = _alignment_embeddings(args)
-    build = _common_build(args)
-    descriptions = build.pop("descriptions")
-    given = {k: getattr(args, k) for k in ("gamma", "lam", "text_weight") if getattr(args, k) is not None}
-    clf = train_alignment(emb, descriptions, classes=read_class_names(args.classes) if args.classes else None,
-                          text_encoder=args.text_encoder, params=AlignmentParams(**given) if len(given) == 3 else None,
-                          choose_from={k: (v,) for k, v in given.items()}, seen_penalty=args.seen_penalty,
-                          unlabelled=_unlabelled_embeddings(args, emb.backbone_id), **build)
+    clf = align(args.data, args.descriptions, classes=args.classes, backbone=args.backbone,
+                text_encoder=args.text_encoder, gamma=args.gamma, lam=args.lam, text_weight=args.text_weight,
+                seen_penalty=args.seen_penalty, **_shared(args))
     clf.save(args.output)
     a = clf.info["zeroshot"]["alignment"]
     chosen = a["chosen_on_held_out_seen_classes"]
@@ -176,25 +132,15 @@ def run_align(args: argparse.Namespace) -> int:
 
 
 def run_describe(args: argparse.Namespace) -> int:
-    from ..data.sources import collect_inputs
-    from ..errors import ConfigError
-    from ..pipeline import Classifier
-    from ..store import EmbeddingCache
+    from ..zeroshot.api import describe
 
-    clf = Classifier.load(args.model)
-    if clf.head.name != "zeroshot":
-        raise ConfigError(f"{args.model} is not a zero-shot model", expected="a model from `finegrain zeroshot` or `align`",
-                          found=f"a {clf.head.name} model", fix="describe works with description-based models only")
-    samples = collect_inputs(args.inputs)
-    with EmbeddingCache(args.cache_dir) as cache:
-        emb = clf.embed(samples, cache=cache, **embed_kwargs(args))
-    rows = clf.head.explain(emb.X, k=args.top) if len(emb.X) else []
-    for s, r in zip(emb.samples, rows):
-        if args.format == "jsonl":
-            print(json.dumps({"path": str(s.path), **r}, ensure_ascii=False))
+    rows = describe(args.model, args.inputs, top=args.top, cache_dir=args.cache_dir, **embed_kwargs(args))
+    for r in rows:
+        if "error" in r:
+            print(f"finegrain: cannot read {r['path']}: {r['error']}", file=sys.stderr)
+        elif args.format == "jsonl":
+            print(json.dumps(r, ensure_ascii=False))
         else:
             because = "; ".join(f"{e['text']} ({e['contribution']:+.3f})" for e in r["evidence"]) or "(no descriptors)"
-            print(f"{s.path}\t{r['label']}\tscore {r['score']:.3f}\tbecause: {because}")
-    for e in emb.errors:
-        print(f"finegrain: cannot read {e.path}: {e.reason}", file=sys.stderr)
+            print(f"{r['path']}\t{r['label']}\tscore {r['score']:.3f}\tbecause: {because}")
     return 0
