@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backbones.onnx_runtime import (MICRO_BATCH, OPSET, check_images, export_uint8_module, intra_op_threads,
-                                      onnxruntime_available)
+from ..backbones.onnx_runtime import OPSET, Uint8Session, check_images, export_uint8_module, onnxruntime_available
 from ..backbones.torch_backbone import TorchBackbone, configure_torch_threads
 from .network import StagedFeatures, run_stages
 from .store import Runner
@@ -44,23 +43,6 @@ def _torch_runner(trunk: _Trunk) -> Runner:
     return run
 
 
-def _onnx_runner(path: Path) -> Runner:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_op_threads()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.uint8)
-        return np.concatenate([session.run(None, {name: batch[i:i + MICRO_BATCH]})[0]
-                               for i in range(0, len(batch), MICRO_BATCH)])
-    return run
-
-
 def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
     return float(np.linalg.norm(reference - other) / max(np.linalg.norm(reference), 1e-12))
 
@@ -85,7 +67,7 @@ def trunk_runner(backbone: TorchBackbone, staged: StagedFeatures, split: int, on
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
-        runner = _onnx_runner(path)
+        runner = Uint8Session(path)
         images = check_images(backbone.preprocess.size)
         error = relative_error(reference(images), runner(images))
         if error > MAX_RELATIVE_ERROR:
