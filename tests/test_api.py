@@ -36,3 +36,20 @@ def test_saving_a_calibrated_model_draws_its_reliability_diagram(split_folder, t
     uncalibrated = finegrain.fit(split_folder, backbone="tiny", runtime="torch", calibrate=False)
     assert not (uncalibrated.save(tmp_path / "u") / "reliability.png").exists()
     assert finegrain.Classifier.load(folder).classes == clf.classes
+
+
+def test_progress_false_is_silent_and_true_shows_bars_for_evaluate_predict_discover(capsys, caplog, monkeypatch,
+                                                                                    split_folder):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # an earlier in-process `-q` run may have set it
+    caplog.set_level(logging.WARNING, logger="finegrain")  # whatever logging an earlier test set up
+    clf = finegrain.fit(split_folder, backbone="tiny", runtime="torch", progress=False)
+    capsys.readouterr()
+    test_dir = split_folder / "test"
+    finegrain.evaluate(clf, split_folder, progress=False)
+    clf.predict([test_dir], progress=False)
+    finegrain.discover(clf, test_dir, runtime="torch", progress=False)
+    assert capsys.readouterr().err == ""
+    finegrain.embed_samples(finegrain.load_data(test_dir / "blue_jay").samples, "tiny", progress=True, desc="mine")
+    assert "mine" in capsys.readouterr().err
+    finegrain.discover(clf, test_dir, runtime="torch", progress=True)
+    assert "clustering 12 unlabelled images with 24 labelled ones: done in" in capsys.readouterr().err
