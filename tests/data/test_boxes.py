@@ -145,3 +145,15 @@ def test_fit_eval_predict_read_boxes_from_a_manifest_and_skip_a_bad_row(capsys, 
     assert code == 0 and json.loads(out)["n"] == 12
     code, out, _ = run_cli(capsys, "predict", tmp_path / "model", tmp_path / "m.csv", "--format", "csv", "-q")
     assert code == 0 and "reaches outside" in out
+
+
+def test_the_ray_engine_refuses_boxes_rather_than_embed_whole_images(tmp_path):
+    from finegrain.errors import ConfigError
+    from finegrain.scale.inputs import input_rows
+
+    _quadrants(tmp_path / "q.png")
+    (tmp_path / "m.csv").write_text("path,label,x,y,w,h\nq.png,a,,,,\n")
+    assert len(input_rows([str(tmp_path / "m.csv")])) == 1
+    (tmp_path / "m.csv").write_text("path,label,x,y,w,h\nq.png,a,0,0,8,8\n")
+    with pytest.raises(ConfigError, match="--engine ray does not apply yet"):
+        input_rows([str(tmp_path / "m.csv")])

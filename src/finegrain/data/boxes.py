@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from PIL import Image
 
-from ..errors import ImageError
+from ..errors import ConfigError, ImageError
 from .images import DEFAULT_MAX_PIXELS, load_rgb
 
 if TYPE_CHECKING:
@@ -107,3 +107,12 @@ def load_sample_rgb(item: "Sample | str | Path", *, max_pixels: int | None = DEF
         return box.crop(img)
     except ValueError as exc:
         raise ImageError(str(path), str(exc)) from None
+
+
+def require_no_box(sample: "Sample", where: str) -> None:
+    """Refuse a boxed sample where crops are not implemented yet, rather than embed the whole image silently."""
+    if sample.box is not None:
+        raise ConfigError(f"{sample.path} has a crop box ({sample.box.source or sample.box.key}), which {where} "
+                          "does not apply yet", expected="samples without x,y,w,h boxes",
+                          found=f"box x,y,w,h = {sample.box.key}",
+                          fix="run without --engine ray (the in-process engine crops), or drop the box columns")

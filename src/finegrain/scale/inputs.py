@@ -12,6 +12,7 @@ import re
 from functools import lru_cache
 from typing import Any, Sequence
 
+from ..data.boxes import require_no_box
 from ..data.images import MAX_FILE_BYTES, is_image_file, open_regular_file
 from ..data.sources import MANIFEST_SUFFIXES, collect_inputs, load_data, normalise_split
 from ..errors import ConfigError, DataError, ImageError
@@ -45,6 +46,7 @@ def data_rows(data: str, splits: Sequence[str] | None) -> list[Row]:
 
 
 def _row(sample: Any) -> Row:
+    require_no_box(sample, "--engine ray")
     return {"path": str(sample.path), "label": sample.label or "", "split": sample.split or ""}
 
 
