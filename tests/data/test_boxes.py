@@ -157,3 +157,14 @@ def test_the_ray_engine_refuses_boxes_rather_than_embed_whole_images(tmp_path):
     (tmp_path / "m.csv").write_text("path,label,x,y,w,h\nq.png,a,0,0,8,8\n")
     with pytest.raises(ConfigError, match="--engine ray does not apply yet"):
         input_rows([str(tmp_path / "m.csv")])
+
+
+def test_check_reports_unusable_boxes(tmp_path):
+    import finegrain
+
+    _quadrants(tmp_path / "q.png")
+    (tmp_path / "m.csv").write_text("path,label,x,y,w,h\nq.png,a,0,0,8,8\nq.png,a,0,0,-1,8\nq.png,b,,,,\n")
+    _, findings = finegrain.check(tmp_path / "m.csv")
+    bad = [f for f in findings if f.code == "bad-box"]
+    assert len(bad) == 1 and bad[0].level == "warning" and "m.csv row 3" in bad[0].message
+    assert "1 unusable crop box " in bad[0].message

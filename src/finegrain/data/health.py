@@ -57,6 +57,17 @@ def _unlabelled(samples: Sequence[Sample], labelled: Sequence[Sample]) -> list[F
                     tuple(paths))]
 
 
+def _bad_boxes(samples: Sequence[Sample]) -> list[Finding]:
+    """Crop boxes that cannot be used whatever the image (not numbers, zero or negative size): those rows will be
+    error rows. A box outside its image shows only once the image is read."""
+    bad = [s for s in samples if s.box is not None and s.box.problem]
+    if not bad:
+        return []
+    boxes = "crop box" if len(bad) == 1 else "crop boxes"
+    return [Finding("warning", "bad-box", f"{len(bad)} unusable {boxes} (those images will be error rows), first: "
+                                          f"{bad[0].box.problem}", tuple(str(s.path) for s in bad))]
+
+
 def _tiny_classes(labelled: Sequence[Sample], counts: Counter[str], min_per_class: int) -> list[Finding]:
     tiny = sorted(label for label in {s.label for s in labelled} if counts[label] < min_per_class)
     if not tiny:
@@ -179,7 +190,7 @@ def check_samples(samples: Sequence[Sample], *, content_hashes: Mapping[Path, st
     _check_options(min_per_class, imbalance_ratio)
     labelled = [s for s in samples if s.label is not None]
     counts = _training_counts(labelled)
-    findings = _unlabelled(samples, labelled)
+    findings = _unlabelled(samples, labelled) + _bad_boxes(samples)
     findings += _tiny_classes(labelled, counts, min_per_class)
     findings += _empty_classes(empty_classes)
     findings += _near_duplicate_labels({s.label for s in labelled} | set(empty_classes))
