@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .options import positive_int
+
+RAY_WORKERS = 2
+
 
 def _train_blocks(value: str) -> int | str:
     if value == "all":
@@ -59,6 +63,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fit a temperature and the 'unknown' detector on the held-out images (default on)")
     p.add_argument("--ood-score", default="msp", choices=["msp", "maxlogit", "energy", "mahalanobis", "knn"],
                    help="score behind `predict --unknown` (default msp)")
+    g = p.add_argument_group("scale-out on Ray Train (pip install 'finegrain[ray]')")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: the epochs data-parallel on --ray-workers Ray Train "
+                        "workers (same global batch and steps), sharing the local Ray's CPUs (--threads, default "
+                        "one per core) or the cluster's equally")
+    g.add_argument("--ray-workers", type=positive_int, default=None, metavar="N",
+                   help=f"Ray Train workers (default {RAY_WORKERS}); one GPU each where the cluster has them")
+    g.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="join this Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: start a local Ray); "
+                        "every node must see the cache folder at the same path")
+
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
                              label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, mixup=args.mixup,
                              cutmix=args.cutmix, precision=args.precision, device=args.device, seed=args.seed)
     clf = finetune(args.data, backbone=args.backbone, train_blocks=args.train_blocks, views=args.views,
-                   crop_scale=args.crop_scale, jitter=args.jitter, settings=settings, val_split=args.val_split,
+                   engine=args.engine, ray=_ray_options(args), crop_scale=args.crop_scale, jitter=args.jitter,
+                   settings=settings, val_split=args.val_split,
                    seed=args.seed, cache_dir=args.cache_dir, max_error_rate=args.max_error_rate,
                    calibrate=args.calibrate, ood_method=args.ood_score, restart=args.restart,
                    runtime=args.runtime or "auto", **embed_kwargs(args))
@@ -85,3 +101,18 @@ def run(args: argparse.Namespace) -> int:
     info(args, f"fine-tuned on {t['n_train']} images of {len(clf.classes)} classes ({t['n_val']} held out for "
                 f"validation) in {ft['seconds']:.0f} s → {args.output}")
     return 0
+
+
+def _ray_options(args: argparse.Namespace):
+    """Ray Train options for --engine ray; Ray options without it are refused rather than silently ignored."""
+    from ..errors import ConfigError
+    from ..scale.train import RayTrainOptions
+
+    if args.engine == "ray":
+        return RayTrainOptions(address=args.ray_address, workers=args.ray_workers or RAY_WORKERS, quiet=args.quiet)
+    given = [flag for flag, value in (("--ray-workers", args.ray_workers), ("--ray-address", args.ray_address))
+             if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} only apply to --engine ray", expected="--engine ray with them",
+                          found="--engine local", fix="add --engine ray, or drop those options")
+    return None

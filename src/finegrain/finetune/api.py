@@ -27,6 +27,7 @@ from ..data.sources import DataSet, load_data
 from ..errors import DataError
 from ..heads.base import stratified_holdout
 from ..pipeline import Classifier
+from ..scale.train import RayTrainOptions, engine_options, fit_on_ray
 from ..store import default_cache_dir
 from ..training import DEFAULT_MAX_ERROR_RATE, _from_images, _labelled, fit, training_samples
 from .network import StagedFeatures, staged_copy, tuned_backbone
@@ -72,8 +73,10 @@ def _info(progress: bool, msg: str) -> None:
 def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple[list[str], list[str]],
                 paths: dict[str, str], classes: list[str], *, train_blocks: int | str, recipe: ViewRecipe,
                 settings: TrainSettings, cache_dir: Path, workers: int, max_pixels: int | None, progress: bool,
-                runtime: str = "auto", restart: bool = False) -> tuple[str, dict[str, Any]]:
-    """Fine-tune one backbone on (shas, labels) of train and val; returns the tuned backbone's id and a summary."""
+                runtime: str = "auto", restart: bool = False,
+                ray: RayTrainOptions | None = None) -> tuple[str, dict[str, Any]]:
+    """Fine-tune one backbone on (shas, labels) of train and val; returns the tuned backbone's id and a summary.
+    With `ray`, the epochs run on Ray Train workers (finegrain.scale.train)."""
     t0 = time.perf_counter()
     base = get_backbone(backbone_id)
     staged: StagedFeatures = staged_copy(base)
@@ -111,7 +114,7 @@ def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple
     trainer = Trainer(top, store, settings, run_dir, progress=progress)
     _info(progress, f"fine-tuning {base.id}: {len(top.stages)} stage(s) on {len(train_b.shas)} images × "
                     f"{recipe.n_views} view(s), {'bf16' if trainer.bf16 else 'fp32'} on {trainer.device}")
-    kept = trainer.fit(train_b, val_b)
+    kept = trainer.fit(train_b, val_b) if ray is None else fit_on_ray(trainer, train_b, val_b, ray)
     top.load_state_dict(kept)
     top_cpu = top.to("cpu")
     for i, stage in zip(range(split, len(staged.stages)), top_cpu.stages):
@@ -120,6 +123,7 @@ def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple
     summary = {"base": base.id, "backbone": tuned.id, "train_blocks": train_blocks, "split_stage": split,
                "trained_stages": len(top.stages), "views": recipe.to_dict(), "settings": settings.to_dict(),
                "precision": "bf16" if trainer.bf16 else "fp32", "device": str(trainer.device),
+               "engine": "local" if ray is None else {"ray_workers": ray.workers, "ray_address": ray.address},
                "history": trainer.history, "best_epoch": trainer.best["epoch"],
                "network_val_accuracy": trainer.best["val_accuracy"] if val_b else None,
                "store": str(store.directory), "store_seconds": round(t_store, 1),
@@ -140,15 +144,18 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
              max_pixels: int | None = DEFAULT_MAX_PIXELS, max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
              progress: bool = False, calibrate: bool = True, ood_method: str = "msp", unknown_tpr: float = 0.95,
              head_params: dict[str, Any] | None = None, runtime: str = "auto", restart: bool = False,
-             view_seed: int = 0) -> Classifier:
+             view_seed: int = 0, engine: str = "local", ray: RayTrainOptions | None = None) -> Classifier:
     """Fine-tune the last `train_blocks` blocks of `backbone` (each member of 'a+b') on DATA's training images,
     then fit the logistic head, temperature and unknown detector on the tuned embeddings.
 
     The stored views are drawn with `view_seed`, not `seed`: runs that differ only in their seed (an ensemble,
     a soup, a benchmark over seeds) share one activation store.
     Re-running the same call after an interruption resumes: stored activations and the last epoch's
-    checkpoint are kept in the cache folder (`restart=True` discards the checkpoint)."""
+    checkpoint are kept in the cache folder (`restart=True` discards the checkpoint).
+    `engine='ray'` runs the epochs data-parallel on Ray Train workers (`ray`: where and how many; the cache
+    folder must then be on a filesystem every Ray node sees)."""
     t0 = time.perf_counter()
+    ray = engine_options(engine, ray)
     settings = settings or TrainSettings(seed=seed)
     recipe = ViewRecipe(n_views=views, scale_min=crop_scale, jitter=jitter, seed=view_seed)
     ds = split_for_validation(data if isinstance(data, DataSet) else load_data(data), val_split, seed)
@@ -171,7 +178,7 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
         tuned, summary = tune_member(
             member, (train_emb.shas, train_emb.labels), (val_emb.shas, val_emb.labels), paths, classes,
             train_blocks=train_blocks, recipe=recipe, settings=settings, cache_dir=cache_root, workers=workers,
-            max_pixels=max_pixels, progress=progress, runtime=runtime, restart=restart)
+            max_pixels=max_pixels, progress=progress, runtime=runtime, restart=restart, ray=ray)
         tuned_ids.append(tuned)
         summaries.append(summary)
     if calibrate and not val_emb.samples:

@@ -7,6 +7,10 @@ shrinks with depth (layer-wise decay), and an exponential moving average (EMA) o
 evaluated and kept. Batch-norm statistics stay frozen: with ~30 images per class and small batches, batch
 statistics are noise. The randomness of epoch e comes from (seed, e) alone, so a run resumed from the
 checkpoint of epoch e-1 ends where an uninterrupted one would.
+
+On several processes (`rank` of `world`, data-parallel: finegrain.scale.train) every rank draws the same
+epoch order and takes its share of each global batch, so the batch size and the number of steps are those of
+one process; rank 0 alone keeps the EMA, validates and writes the checkpoints.
 """
 from __future__ import annotations
 
@@ -153,14 +157,18 @@ def _mix(x: torch.Tensor, y: torch.Tensor, s: TrainSettings, rng: np.random.Gene
 class Trainer:
     """Owns the top network, its optimiser, EMA and checkpoints in `run_dir`."""
 
+    bars = True  # progress bars with `progress`; off where stderr is a log (Ray workers): the epoch lines stay
+
     def __init__(self, top: TopNetwork, store: ActivationStore, settings: TrainSettings, run_dir: Path,
-                 progress: bool = True) -> None:
+                 progress: bool = True, rank: int = 0, world: int = 1) -> None:
         self.s, self.store, self.run_dir, self.progress = settings, store, Path(run_dir), progress
+        self.rank, self.world = rank, world
         self.device = pick_device(settings.device)
         self.bf16 = use_bf16(settings.precision, self.device)
         self.top = top.to(self.device)
+        self.forward_module: nn.Module = self.top  # what training steps run: a DistributedDataParallel on ranks
         self.opt = torch.optim.AdamW(parameter_groups(self.top, settings), lr=settings.lr)
-        self.ema = EMA(self.top, settings.ema_decay) if settings.ema_decay > 0 else None
+        self.ema = EMA(self.top, settings.ema_decay) if settings.ema_decay > 0 and rank == 0 else None
         self.epoch, self.step = 0, 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": None, "val_accuracy": -1.0}
@@ -224,33 +232,37 @@ class Trainer:
         the best validation epoch's (EMA) weights, or the last epoch's without validation."""
         from tqdm import tqdm
 
-        if not self.resume():
-            self.linear_probe(train)
+        self.start(train)
         steps_per_epoch = math.ceil(len(train.shas) / self.s.batch_size)
         total, warmup = steps_per_epoch * self.s.epochs, int(round(steps_per_epoch * self.s.warmup_epochs))
         loss_fn = nn.CrossEntropyLoss(label_smoothing=self.s.label_smoothing)
         while self.epoch < self.s.epochs:
             t0 = time.perf_counter()
             rng = np.random.default_rng([self.s.seed, self.epoch])
-            torch.manual_seed(self.s.seed * 100_003 + self.epoch)
+            torch.manual_seed(self.s.seed * 100_003 + self.epoch + 1_000_003 * self.rank)  # dropout
             order = rng.permutation(len(train.shas))
             views = rng.integers(0, train.n_views, len(order))
             flips = rng.random(len(order)) < 0.5 if self.s.flip else None
+            self.forward_module.train()
             self.top.train_mode()
             losses = []
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {self.epoch + 1}/{self.s.epochs}", unit="batch",
-                       file=sys.stderr, disable=not self.progress, dynamic_ncols=True, leave=False)
+                       file=sys.stderr, disable=not (self.progress and self.bars), dynamic_ncols=True, leave=False)
             for b in bar:
-                idx = order[b * self.s.batch_size:(b + 1) * self.s.batch_size]
+                batch = order[b * self.s.batch_size:(b + 1) * self.s.batch_size]
+                idx = self.my_share(batch)
                 x = self._activations([train.shas[i] for i in idx], views[idx],
                                       None if flips is None else flips[idx])
                 y = torch.from_numpy(train.y[idx]).to(self.device)
-                x, y_a, y_b, lam = _mix(x, y, self.s, rng)
+                x, y_a, y_b, lam = _mix(x, y, self.s, rng if self.world == 1 else self._mix_rng(b))
                 for g in self.opt.param_groups:
                     g["lr"] = g["base_lr"] * lr_factor(self.step, total, warmup)
                 with self._autocast():
-                    logits = self.top(x).float()
-                loss = lam * loss_fn(logits, y_a) + (1 - lam) * loss_fn(logits, y_b)
+                    logits = self.forward_module(x).float()
+                if self.world == 1:
+                    loss = lam * loss_fn(logits, y_a) + (1 - lam) * loss_fn(logits, y_b)
+                else:
+                    loss = self._share_of_batch_loss(logits, y_a, y_b, lam, len(batch))
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
@@ -261,13 +273,45 @@ class Trainer:
                 bar.set_postfix(loss=f"{np.mean(losses):.3f}")
             bar.close()
             self._end_epoch(float(np.mean(losses)), val, time.perf_counter() - t0)
+        return self.kept_state()
+
+    def start(self, train: Batches) -> bool:
+        """Resume from run_dir's checkpoint, else start the classifier with the linear probe; True if resumed."""
+        resumed = self.resume()
+        if not resumed:
+            self.linear_probe(train)
+        return resumed
+
+    def kept_state(self) -> dict[str, torch.Tensor]:
+        """The best validation epoch's (EMA) weights, or the last epoch's without validation."""
         return self.best_state if self.best_state is not None else self.kept_module().state_dict()
+
+    # --- data-parallel ranks -------------------------------------------------------------------------
+    def my_share(self, batch: np.ndarray) -> np.ndarray:
+        """This rank's rows of a global batch (all of it on one process; sizes differ by at most one)."""
+        return batch if self.world == 1 else np.array_split(batch, self.world)[self.rank]
+
+    def _mix_rng(self, b: int) -> np.random.Generator:
+        """Per rank and batch: ranks mix within their own share, and shares of unequal size must not make the
+        ranks' epoch streams drift apart."""
+        return np.random.default_rng([self.s.seed, self.epoch, b, self.rank])
+
+    def _share_of_batch_loss(self, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: float,
+                             n_batch: int) -> torch.Tensor:
+        """This share's summed loss × world / global batch size: DDP averages the ranks' gradients, which then
+        equal the gradient of the global batch's mean loss, however unevenly it was shared."""
+        def summed(y: torch.Tensor) -> torch.Tensor:
+            return nn.functional.cross_entropy(logits, y, reduction="sum", label_smoothing=self.s.label_smoothing)
+
+        return (lam * summed(y_a) + (1 - lam) * summed(y_b)) * (self.world / n_batch)
 
     def kept_module(self) -> TopNetwork:
         return self.ema.module if self.ema is not None else self.top
 
     def _end_epoch(self, loss: float, val: Batches | None, seconds: float) -> None:
         self.epoch += 1
+        if self.rank != 0:
+            return
         kept = self.kept_module()
         val_acc = self.accuracy(kept, val.shas, val.y) if val is not None else float("nan")
         self.history.append({"epoch": self.epoch, "loss": round(loss, 5), "val_accuracy": val_acc,
@@ -311,7 +355,7 @@ class Trainer:
             if old.name != name:
                 old.unlink(missing_ok=True)
 
-    def resume(self) -> bool:
+    def resume(self, announce: bool = True) -> bool:
         """Load the last committed checkpoint in run_dir, if any."""
         from safetensors.torch import load_file
 
@@ -342,9 +386,10 @@ class Trainer:
             opt_state["state"].setdefault(int(pid), {})[name] = v
         self.opt.load_state_dict(opt_state)
         self.epoch, self.step, self.history, self.best = meta["epoch"], meta["step"], meta["history"], meta["best"]
-        log.info("resuming fine-tuning from epoch %d (%s)", self.epoch, self.run_dir)
-        if self.progress:
-            print(f"resuming from the checkpoint of epoch {self.epoch}/{self.s.epochs}", file=sys.stderr)
+        if announce and self.epoch > 0:  # epoch 0: the probed start a Ray job's workers load
+            log.info("resuming fine-tuning from epoch %d (%s)", self.epoch, self.run_dir)
+            if self.progress:
+                print(f"resuming from the checkpoint of epoch {self.epoch}/{self.s.epochs}", file=sys.stderr)
         return True
 
 
