@@ -43,6 +43,7 @@ ROWS = {  # name: (dataset, command, extra arguments)
     "cub100_blocks8": ("cub100", "finetune", ["--train-blocks", "8"]),
     "cub100_backbone_lr1e-3": ("cub100", "finetune", ["--backbone-lr", "1e-3"]),
     "cub100_cutmix": ("cub100", "finetune", ["--cutmix", "1.0"]),
+    "cub100_ray2": ("cub100", "finetune", ["--engine", "ray", "--ray-workers", "2"]),  # Ray Train, 2 DDP workers
     "cub100_lite012_frozen": ("cub100", "fit", ["--backbone", LITE012]),
     "cub100_lite012": ("cub100", "finetune", ["--backbone", LITE012]),
     "cub100_stock_plus_tuned": ("cub100", "fit", ["--backbone", f"efficientnet_lite0+{CACHE}/work/cub100_default_s0"]),
@@ -98,9 +99,9 @@ def run_row(name: str, seed: int) -> dict:
            "other_load": os.environ.get("FINEGRAIN_BENCH_NOTE", ""), "date": time.strftime("%Y-%m-%d %H:%M")}
     if "finetune" in config:
         members = config["finetune"]["members"]
-        row["finetune"] = [{k: m[k] for k in ("base", "trained_stages", "precision", "best_epoch",
-                                              "network_val_accuracy", "store_seconds", "train_seconds", "history")}
-                           for m in members]
+        row["finetune"] = [{k: m.get(k, "local") for k in ("base", "trained_stages", "precision", "best_epoch",
+                                                            "network_val_accuracy", "store_seconds", "train_seconds",
+                                                            "history", "engine")} for m in members]
         row["head_val_accuracy"] = config["training"].get("val_accuracy")
     return row
 
