@@ -22,6 +22,7 @@ _LAZY = {
     "fit": ("finegrain.training", "fit"),
     "finetune": ("finegrain.finetune.api", "finetune"),
     "TrainSettings": ("finegrain.finetune.settings", "TrainSettings"),
+    "soup": ("finegrain.finetune.soup", "soup"),
     "evaluate": ("finegrain.evaluation", "evaluate"),
     "Classifier": ("finegrain.pipeline", "Classifier"),
     "Prediction": ("finegrain.pipeline", "Prediction"),

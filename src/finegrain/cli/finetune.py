@@ -58,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"fraction of train held out per class when DATA has no val split: chooses the epoch, the head's "
                         f"C and the calibration, never trained on (default {DEFAULT_VAL_SPLIT}; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--sweep", type=positive_int, default=None, metavar="N",
+                   help="train N soup ingredients (seeds SEED … SEED+N−1, one shared held-out set) into "
+                        "OUTPUT-ingredients/, then write their greedy soup to OUTPUT (see `finegrain soup`)")
     p.add_argument("--max-error-rate", type=float, default=0.05, help="fail when more than this fraction of images is unreadable (default 0.05)")
     p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
                    help="fit a temperature and the 'unknown' detector on the held-out images (default on)")
@@ -75,7 +78,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "every node must see the cache folder at the same path")
 
 
-
 def run(args: argparse.Namespace) -> int:
     from ..finetune.api import finetune
     from ..finetune.settings import TrainSettings
@@ -85,12 +87,14 @@ def run(args: argparse.Namespace) -> int:
                              backbone_lr=args.backbone_lr, layer_decay=args.layer_decay, weight_decay=args.weight_decay,
                              label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, mixup=args.mixup,
                              cutmix=args.cutmix, precision=args.precision, device=args.device, seed=args.seed)
-    clf = finetune(args.data, backbone=args.backbone, train_blocks=args.train_blocks, views=args.views,
-                   engine=args.engine, ray=_ray_options(args), crop_scale=args.crop_scale, jitter=args.jitter,
-                   settings=settings, val_split=args.val_split,
-                   seed=args.seed, cache_dir=args.cache_dir, max_error_rate=args.max_error_rate,
-                   calibrate=args.calibrate, ood_method=args.ood_score, restart=args.restart,
-                   runtime=args.runtime or "auto", **embed_kwargs(args))
+    kwargs = dict(backbone=args.backbone, train_blocks=args.train_blocks, views=args.views, engine=args.engine,
+                  ray=_ray_options(args), crop_scale=args.crop_scale, jitter=args.jitter, settings=settings,
+                  val_split=args.val_split, seed=args.seed, cache_dir=args.cache_dir,
+                  max_error_rate=args.max_error_rate, calibrate=args.calibrate, ood_method=args.ood_score,
+                  restart=args.restart, runtime=args.runtime or "auto", **embed_kwargs(args))
+    if args.sweep:
+        return _sweep(args, kwargs)
+    clf = finetune(args.data, **kwargs)
     save_with_diagram(args, clf)
     ft, t = clf.info["finetune"], clf.info["training"]
     for m in ft["members"]:
@@ -100,6 +104,23 @@ def run(args: argparse.Namespace) -> int:
                     + f"; activations {m['store_seconds']:.0f} s, training {m['train_seconds']:.0f} s")
     info(args, f"fine-tuned on {t['n_train']} images of {len(clf.classes)} classes ({t['n_val']} held out for "
                 f"validation) in {ft['seconds']:.0f} s → {args.output}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace, kwargs: dict) -> int:
+    """--sweep N: N ingredients into OUTPUT-ingredients/seedK (kept across reruns), their greedy soup into OUTPUT."""
+    from ..finetune.soup import soup, sweep
+    from .common import save_with_diagram
+    from .soup import print_soup_summary
+
+    seed = kwargs.pop("seed")
+    folder = args.output.with_name(f"{args.output.name}-ingredients")
+    ingredients = sweep(args.data, args.sweep, folder, seed=seed, **kwargs)
+    clf = soup(ingredients, args.data, method="greedy", seed=seed, cache_dir=args.cache_dir,
+               batch_size=kwargs["batch_size"], workers=kwargs["workers"], max_pixels=kwargs["max_pixels"],
+               progress=kwargs["progress"], calibrate=args.calibrate, ood_method=args.ood_score)
+    save_with_diagram(args, clf)
+    print_soup_summary(args, clf)
     return 0
 
 

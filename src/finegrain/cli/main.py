@@ -38,6 +38,8 @@ EPILOG = {
     "finetune": "examples:\n  finegrain finetune data/birds -o models/birds-tuned --seed 0\n"
                 "  finegrain finetune data/birds -o models/birds-tuned --train-blocks 3 --views 4 --epochs 10\n"
                 "  finegrain predict models/birds-tuned photos/   # the tuned network travels in the model folder",
+    "soup": "examples:\n  finegrain finetune data/birds -o models/birds-soup --sweep 3   # trains 3 ingredients, soups them\n"
+            "  finegrain soup models/a models/b models/c -o models/birds-soup --method greedy",
     "serve": "examples:\n  finegrain serve models/birds   # then open http://127.0.0.1:8000/\n"
              "  finegrain serve birds=models/birds plankton=models/plankton --port 8080 --api-key SECRET\n"
              "  curl -F files=@photo.jpg 'http://127.0.0.1:8000/v1/models/birds/predict?top_k=5'",
@@ -293,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("finetune", lazy("finegrain.cli.finetune"),
             "fine-tune the last blocks of the backbone on stored trunk activations of augmented views, then fit the head")
     finetune_cli.add_arguments(p)
+    add_common_options(p)
+    from . import soup as soup_cli  # argument definitions only: light imports
+    p = add("soup", lazy("finegrain.cli.soup"),
+            "average the weights of models fine-tuned from the same start into one (uniform or greedy model soup)")
+    soup_cli.add_arguments(p)
     add_common_options(p)
     from . import fewshot as fewshot_cli  # argument definitions only: light imports
     p = add("fewshot-eval", lazy("finegrain.cli.fewshot"),

@@ -144,12 +144,14 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
              max_pixels: int | None = DEFAULT_MAX_PIXELS, max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
              progress: bool = False, calibrate: bool = True, ood_method: str = "msp", unknown_tpr: float = 0.95,
              head_params: dict[str, Any] | None = None, runtime: str = "auto", restart: bool = False,
-             view_seed: int = 0, engine: str = "local", ray: RayTrainOptions | None = None) -> Classifier:
+             view_seed: int = 0, engine: str = "local", ray: RayTrainOptions | None = None,
+             split_seed: int | None = None) -> Classifier:
     """Fine-tune the last `train_blocks` blocks of `backbone` (each member of 'a+b') on DATA's training images,
     then fit the logistic head, temperature and unknown detector on the tuned embeddings.
 
     The stored views are drawn with `view_seed`, not `seed`: runs that differ only in their seed (an ensemble,
-    a soup, a benchmark over seeds) share one activation store.
+    a soup, a benchmark over seeds) share one activation store. The validation images are drawn with
+    `split_seed` (default: `seed`): runs that share it hold out the same images, as a greedy soup needs.
     Re-running the same call after an interruption resumes: stored activations and the last epoch's
     checkpoint are kept in the cache folder (`restart=True` discards the checkpoint).
     `engine='ray'` runs the epochs data-parallel on Ray Train workers (`ray`: where and how many; the cache
@@ -158,7 +160,8 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
     ray = engine_options(engine, ray)
     settings = settings or TrainSettings(seed=seed)
     recipe = ViewRecipe(n_views=views, scale_min=crop_scale, jitter=jitter, seed=view_seed)
-    ds = split_for_validation(data if isinstance(data, DataSet) else load_data(data), val_split, seed)
+    split_seed = seed if split_seed is None else split_seed
+    ds = split_for_validation(data if isinstance(data, DataSet) else load_data(data), val_split, split_seed)
     cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     _info(progress, "reading and checking the training images")
     td = _from_images(ds, member_ids(backbone)[0], None, seed, cache_root, max_error_rate, batch_size=batch_size,
@@ -190,7 +193,8 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
               batch_size=batch_size, workers=workers, max_pixels=max_pixels, max_error_rate=max_error_rate,
               progress=progress, calibrate=calibrate and bool(val_emb.samples), ood_method=ood_method,
               unknown_tpr=unknown_tpr)
-    clf.info["finetune"] = {"members": summaries, "val_split": val_split, "seed": seed,
+    clf.info["finetune"] = {"members": summaries, "val_split": val_split, "seed": seed, "split_seed": split_seed,
+                            "val_sha256": sorted(val_emb.shas),
                             "seconds": round(time.perf_counter() - t0, 1)}
     clf.info["training"]["data"] = str(data.root if isinstance(data, DataSet) else data)
     return clf
