@@ -21,8 +21,8 @@ def fitted(split_folder):
 def test_fit_learns_and_never_reads_test_split(split_folder, monkeypatch):
     import finegrain.embed as embed_mod
     opened = []
-    real = embed_mod.load_rgb
-    monkeypatch.setattr(embed_mod, "load_rgb", lambda p, **kw: opened.append(str(p)) or real(p, **kw))
+    real = embed_mod.load_sample_rgb
+    monkeypatch.setattr(embed_mod, "load_sample_rgb", lambda s, **kw: opened.append(str(s.path)) or real(s, **kw))
     hashed = []
     real_hash = embed_mod.file_sha256
     monkeypatch.setattr(embed_mod, "file_sha256", lambda p: hashed.append(str(p)) or real_hash(p))
@@ -36,7 +36,8 @@ def test_fit_learns_and_never_reads_test_split(split_folder, monkeypatch):
 def test_save_load_predict_same_answers(fitted, split_folder, tmp_path):
     fitted.save(tmp_path / "model")
     files = sorted((tmp_path / "model").iterdir())
-    assert [f.name for f in files] == ["config.json", "head.safetensors", "ood.safetensors"]  # ood: unknown detector
+    assert [f.name for f in files] == ["config.json", "head.safetensors", "ood.safetensors",  # ood: unknown detector
+                                       "reliability.png", "reliability.svg"]  # the calibration's diagram
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     for key in ("finegrain_version", "backbone", "preprocess", "class_list_hash", "command_line", "packages"):
         assert key in config["provenance"]
