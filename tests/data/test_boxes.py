@@ -168,3 +168,12 @@ def test_check_reports_unusable_boxes(tmp_path):
     bad = [f for f in findings if f.code == "bad-box"]
     assert len(bad) == 1 and bad[0].level == "warning" and "m.csv row 3" in bad[0].message
     assert "1 unusable crop box " in bad[0].message
+
+
+def test_explain_sees_the_same_crop_as_the_embedding(tmp_path):
+    from finegrain.explain.api import _decode
+
+    img = _quadrants(tmp_path / "q.png")
+    pre = Preprocess(size=8, crop_pct=1.0, interpolation="nearest")
+    boxed, whole = _decode([Sample(tmp_path / "q.png", box=Box(0, 8, 8, 8)), Sample(tmp_path / "q.png")], pre, None)
+    assert (boxed == (0, 0, 255)).all() and np.array_equal(whole, pre.apply(img))
