@@ -56,7 +56,8 @@ def engine_options(engine: str, ray: RayTrainOptions | None) -> RayTrainOptions 
     return (ray or RayTrainOptions()) if engine == "ray" else None
 
 
-def fit_on_ray(trainer: Trainer, train: Batches, val: Batches | None, options: RayTrainOptions) -> dict[str, torch.Tensor]:
+def fit_on_ray(trainer: Trainer, train: Batches, val: Batches | None,
+               options: RayTrainOptions) -> dict[str, torch.Tensor]:
     """`trainer.fit` with the epochs run by Ray Train workers; returns the kept weights, read from the run
     folder's last checkpoint (and leaves `trainer` with that checkpoint's history and best epoch)."""
     import_ray()  # a missing extra is the first thing to say
@@ -84,7 +85,7 @@ def _run_workers(trainer: Trainer, train: Batches, val: Batches | None, options:
         from ray.train.torch import TorchConfig, TorchTrainer
 
         cpus = float(ray.cluster_resources().get("CPU", 0))
-        threads = options.threads or max(1, int(cpus) // options.workers)
+        threads = options.threads or default_threads(cpus, largest_node_cpus(ray), options.workers)
         if options.address is None:
             check_cpu_budget(cpus, options.workers, threads)
         use_gpu = wants_gpu(trainer.s.device, float(ray.cluster_resources().get("GPU", 0)), options.workers)
@@ -104,6 +105,16 @@ def _run_workers(trainer: Trainer, train: Batches, val: Batches | None, options:
             job.fit()
         except Exception as exc:  # noqa: BLE001 - Ray wraps every worker failure (WorkerGroupError, actor deaths)
             raise training_failed(exc) from exc
+
+
+def largest_node_cpus(ray: Any) -> float:
+    return max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0)
+
+
+def default_threads(cpus: float, node_cpus: float, workers: int) -> int:
+    """An equal share of the cluster's CPUs, but no more than one node has: a worker asking for more would
+    never be placed, and Ray Train would wait for it forever."""
+    return max(1, min(int(cpus) // workers, int(node_cpus)))
 
 
 def check_cpu_budget(cpus: float, workers: int, threads: int) -> None:
