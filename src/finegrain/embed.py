@@ -239,7 +239,7 @@ def save_embeddings(emb: Embeddings, directory: str | Path, provenance: dict) ->
         w = csv.writer(fh)
         w.writerow(["path", "label", "split", "group", "sha256", *BOX_COLUMNS])
         for s, sha in zip(emb.samples, emb.shas):
-            box = [f"{v:g}" for v in (s.box.x, s.box.y, s.box.w, s.box.h)] if s.box else [""] * 4
+            box = s.box.cells() if s.box else [""] * 4
             w.writerow([str(s.path), s.label or "", s.split or "", s.group or "", sha, *box])
     with (tmp / "errors.csv").open("w", newline="", encoding="utf-8", errors=PATH_BYTES) as fh:
         w = csv.writer(fh)

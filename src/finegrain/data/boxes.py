@@ -38,10 +38,15 @@ class Box:
     @property
     def key(self) -> str:
         """The box as part of a cache key: the same box always gives the same text."""
-        return ",".join(f"{v:g}" for v in (self.x, self.y, self.w, self.h))
+        return ",".join(self.cells())
+
+    def cells(self) -> list[str]:
+        """x, y, w, h as text that reads back to the same numbers (ints and floats alike: 8 and 8.0 give '8')."""
+        return [f"{float(v):.10g}" for v in (self.x, self.y, self.w, self.h)]
 
     def describe(self) -> str:
-        return f"crop box x={self.x:g} y={self.y:g} w={self.w:g} h={self.h:g}" + (f" ({self.source})" if self.source else "")
+        where = f" ({self.source})" if self.source else ""
+        return f"crop box x={self.x:g} y={self.y:g} w={self.w:g} h={self.h:g}{where}"
 
     def pixel_edges(self) -> tuple[int, int, int, int]:
         """(left, top, right, bottom), rounded to whole pixels."""
@@ -58,8 +63,9 @@ class Box:
                              f"x+w ≤ {width}, 0 ≤ y, y+h ≤ {height}; found x..x+w = {left}..{right}, y..y+h = "
                              f"{top}..{bottom}; fix: correct the box (pixels of the upright image) or {NO_BOX_FIX}")
         if right <= left or bottom <= top:
-            raise ValueError(f"{self.describe()} is under one pixel wide or high; expected w, h ≥ 1 pixel; "
-                             f"fix: correct the box or {NO_BOX_FIX}")
+            raise ValueError(f"{self.describe()} is under one pixel wide or high; expected w, h ≥ 1 pixel; found "
+                             f"{right - left}×{bottom - top} pixels once rounded; fix: correct the box or "
+                             f"{NO_BOX_FIX}")
         return img.crop((left, top, right, bottom))
 
 

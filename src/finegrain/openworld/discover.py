@@ -83,7 +83,9 @@ def discover(model: Classifier | str | Path, unlabelled: Sequence[str | Path] | 
         return _discovery(clf, samples, unl, lab, gmm)
 
 
-def _discovery(clf: Classifier, samples: Sequence, unl: Embeddings, lab: Embeddings, gmm: SemiSupervisedGMM) -> Discovery:
+def _discovery(clf: Classifier, samples: Sequence, unl: Embeddings, lab: Embeddings,
+               gmm: SemiSupervisedGMM) -> Discovery:
+    """The rows, new clusters and summary `finegrain discover` writes, from the fitted mixture."""
     names = [c if c is not None else f"new_{i - gmm.n_known_ + 1:03d}" for i, c in enumerate(gmm.component_class_)]
     rows = {str(s.path): {"path": str(s.path), "status": "ok", "cluster": names[k],
                           "known_class": gmm.component_class_[k] or "", "new": gmm.component_class_[k] is None,
