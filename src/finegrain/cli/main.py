@@ -321,6 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
                                          "learn image→text alignment on labelled classes, recognise described new ones"))
     zeroshot_cli.add_describe_arguments(add("describe", lazy("finegrain.cli.zeroshot", "run_describe"),
                                             "predict with a zero-shot model and show the descriptors behind each answer"))
+    from . import retrieval as retrieval_cli  # argument definitions only: light imports
+    EPILOG.update(retrieval_cli.EPILOG)
+    p = add("index", lazy("finegrain.cli.retrieval", "run_index"),
+            "index a collection for similar-image search (exact, HNSW, or PQ/binary/float16 codes)")
+    retrieval_cli.add_index_arguments(p)
+    add_common_options(p)
+    p = add("search", lazy("finegrain.cli.retrieval", "run_search"),
+            "the most similar indexed images to each query image, with distance, label and path")
+    retrieval_cli.add_search_arguments(p)
+    add_common_options(p)
+    retrieval_cli.add_duplicates_arguments(add("duplicates", lazy("finegrain.cli.retrieval", "run_duplicates"),
+                                               "near-duplicate pairs in an index, and label disagreements between them"))
+    p = add("eval-retrieval", lazy("finegrain.cli.retrieval", "run_eval"),
+            "Recall@K, precision@K and mAP@R of a split's images as queries against an index")
+    retrieval_cli.add_eval_arguments(p)
+    add_common_options(p)
     return parser
 
 
