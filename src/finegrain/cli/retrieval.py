@@ -45,7 +45,7 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
-    from ..retrieval.settings import DEFAULT_DUPLICATE_THRESHOLD
+    from ..retrieval.settings import DUPLICATE_THRESHOLDS
 
     p.add_argument("index", type=Path, help="index folder from `finegrain index`")
     p.add_argument("inputs", nargs="+", help="query image files and/or folders; '-' reads paths from stdin")
@@ -54,8 +54,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="only neighbours of the query's class (its label when labelled, else the majority of its k nearest)")
     p.add_argument("--exclude-duplicates", action="store_true",
                    help="leave out the query itself and its near-copies (same file content or distance ≤ --threshold)")
-    p.add_argument("--threshold", type=positive_float, default=DEFAULT_DUPLICATE_THRESHOLD,
-                   help=f"near-duplicate distance for --exclude-duplicates (default {DEFAULT_DUPLICATE_THRESHOLD})")
+    p.add_argument("--threshold", type=positive_float, default=None,
+                   help=f"near-duplicate distance for --exclude-duplicates (default per index transform: "
+                        f"{', '.join(f'{k} {v}' for k, v in DUPLICATE_THRESHOLDS.items())})")
     p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table", help="output format (default table)")
     p.add_argument("--backbone", default=None, help="embed queries with this backbone (default: the index's; "
                                                      "another one is refused)")
@@ -63,12 +64,13 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_duplicates_arguments(p: argparse.ArgumentParser) -> None:
-    from ..retrieval.settings import DEFAULT_DUPLICATE_THRESHOLD
+    from ..retrieval.settings import DUPLICATE_THRESHOLDS
 
     p.add_argument("index", type=Path, help="index folder from `finegrain index`")
-    p.add_argument("--threshold", type=positive_float, default=DEFAULT_DUPLICATE_THRESHOLD,
-                   help=f"largest distance (1 − cosine in the index's space) of a near-duplicate pair "
-                        f"(default {DEFAULT_DUPLICATE_THRESHOLD})")
+    p.add_argument("--threshold", type=positive_float, default=None,
+                   help=f"largest distance (1 − cosine in the index's space) of a near-duplicate pair (default per "
+                        f"index transform: {', '.join(f'{k} {v}' for k, v in DUPLICATE_THRESHOLDS.items())}; "
+                        f"an index built with --transform sqrt separates copies best)")
     p.add_argument("--k", "-k", type=positive_int, default=10, help="neighbours examined per image (default 10)")
     p.add_argument("--mislabels-only", action="store_true", help="only pairs whose labels disagree")
     p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table", help="output format (default table)")
@@ -169,13 +171,17 @@ def run_duplicates(args: argparse.Namespace) -> int:
     from ..outputs import printable
     from ..retrieval.api import duplicates
 
-    pairs = duplicates(args.index, threshold=args.threshold, k=args.k, mislabels_only=args.mislabels_only)
+    from ..retrieval.index import SimilarityIndex
+
+    idx = SimilarityIndex.load(args.index)
+    threshold = idx.duplicate_threshold if args.threshold is None else args.threshold
+    pairs = duplicates(idx, threshold=threshold, k=args.k, mislabels_only=args.mislabels_only)
     for p in pairs:
         p["path_a"], p["path_b"] = printable(p["path_a"]), printable(p["path_b"])
     columns = ["path_a", "label_a", "path_b", "label_b", "distance", "identical_content", "labels_disagree"]
     sys.stdout.write(_render(pairs, columns, args.format))
     n_bad = sum(p["labels_disagree"] for p in pairs)
-    info(args, f"{len(pairs)} near-duplicate pair(s) within distance {args.threshold}; {n_bad} with different labels")
+    info(args, f"{len(pairs)} near-duplicate pair(s) within distance {threshold}; {n_bad} with different labels")
     return 0
 
 

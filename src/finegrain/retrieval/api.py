@@ -13,7 +13,7 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..embed import Embeddings
 from ..errors import ConfigError, DataError
 from ..progress import phase
-from .index import DEFAULT_DUPLICATE_THRESHOLD, Neighbour, SimilarityIndex
+from .index import Neighbour, SimilarityIndex
 from .metrics import retrieval_metrics
 
 
@@ -128,7 +128,7 @@ def query_embeddings(index: SimilarityIndex, inputs: Sequence[str | Path], *, ba
 
 def search(index: str | Path | SimilarityIndex, inputs: Sequence[str | Path], *, k: int = 10,
            same_class_only: bool = False, exclude_duplicates: bool = False,
-           duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD, backbone: str | None = None,
+           duplicate_threshold: float | None = None, backbone: str | None = None,
            model: str | Path | None = None, cache_dir: str | Path | None = None,
            **embed_kw: Any) -> tuple[Embeddings, list[list[Neighbour]]]:
     """The k nearest indexed images of each readable input (`finegrain search`); unreadable inputs are in
@@ -140,14 +140,14 @@ def search(index: str | Path | SimilarityIndex, inputs: Sequence[str | Path], *,
                            duplicate_threshold=duplicate_threshold)
 
 
-def duplicates(index: str | Path | SimilarityIndex, *, threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
+def duplicates(index: str | Path | SimilarityIndex, *, threshold: float | None = None,
                k: int = 10, mislabels_only: bool = False) -> list[dict[str, Any]]:
     """Near-duplicate pairs across the collection, closest first; `labels_disagree` flags pairs whose labels
     differ (a likely mislabel, or a duplicate filed under two classes)."""
     idx = index if isinstance(index, SimilarityIndex) else SimilarityIndex.load(index)
     with phase(f"looking for near-duplicates among {idx.n_live} images"):
         pairs = idx.duplicates(threshold, k)
-    out = []
+    out: list[dict[str, Any]] = []
     for i, j, d in pairs:
         a, b = idx.rows[i], idx.rows[j]
         disagree = a.label is not None and b.label is not None and a.label != b.label
@@ -166,7 +166,7 @@ def neighbour_labels(index: SimilarityIndex, emb: Embeddings, k: int) -> tuple[n
     shas = list(emb.shas)
     gallery_shas = {r.sha256 for r, ok in zip(index.rows, index.live) if ok}
     leaked = sum(sha in gallery_shas for sha in shas)
-    _, I = index.search_vectors(V, k, (lambda q, i: index.rows[i].sha256 != shas[q]) if leaked else None)
+    _, I = index.search_vectors(V, k, (lambda q, i, d: index.rows[i].sha256 != shas[q]) if leaked else None)
     labels = np.array([[index.rows[i].label if i >= 0 else None for i in row] for row in I], dtype=object)
     return labels, leaked
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..embed import PATH_BYTES, Embeddings
 from ..errors import ConfigError, DataError, FinegrainError
-from .settings import APPROXIMATE_ABOVE, CODES, DEFAULT_DUPLICATE_THRESHOLD
+from .settings import APPROXIMATE_ABOVE, CODES, DUPLICATE_THRESHOLDS
 from .transform import Transform, fit_transform
 
 INDEX_FORMAT = "finegrain-index/1"
@@ -39,6 +39,8 @@ COMPACT_DEAD_FRACTION = 0.1
 
 
 def _faiss():
+    import logging
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its "Loading faiss with AVX2 support" lines
     try:
         import faiss
     except ImportError as exc:
@@ -197,8 +199,9 @@ class SimilarityIndex:
         return (1.0 - S).astype(np.float32), I
 
     def search_vectors(self, V: np.ndarray, k: int,
-                       accept: Callable[[int, int], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest live rows to each transformed query vector V (N, d) that `accept(query, row)` allows,
+                       accept: Callable[[int, int, float], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest live rows to each transformed query vector V (N, d) that `accept(query, row, distance)`
+        allows,
         asking faiss for more candidates until each query has k or the index is exhausted. (distances, rows),
         each (N, k'), k' = min(k, live rows); -1 / inf where fewer were found."""
         n_total = self.index.ntotal
@@ -215,7 +218,7 @@ class SimilarityIndex:
             unfinished = []
             for row, (q, d_row, i_row) in enumerate(zip(todo, D, I)):
                 got = [(d, i) for d, i in zip(d_row, i_row)
-                       if i >= 0 and self.live[i] and (accept is None or accept(int(q), int(i)))][:k]
+                       if i >= 0 and self.live[i] and (accept is None or accept(int(q), int(i), float(d)))][:k]
                 if len(got) < k and want < n_total:
                     unfinished.append(q)
                     continue
@@ -224,14 +227,18 @@ class SimilarityIndex:
             todo, want = np.array(unfinished, dtype=np.int64), want * 4
         return Dout, Iout
 
+    @property
+    def duplicate_threshold(self) -> float:
+        """The default near-duplicate distance for this index's space (settings.DUPLICATE_THRESHOLDS)."""
+        return DUPLICATE_THRESHOLDS[self.meta["transform"]]
+
     def search(self, emb: Embeddings, k: int = 10, *, same_class_only: bool = False,
-               exclude_duplicates: bool = False,
-               duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD) -> list[list[Neighbour]]:
+               exclude_duplicates: bool = False, duplicate_threshold: float | None = None) -> list[list[Neighbour]]:
         """Neighbours of each embedded query, nearest first.
 
         `exclude_duplicates` leaves out the query itself and its near-copies (same file content, or closer than
-        `duplicate_threshold`). `same_class_only` keeps neighbours of the query's class: its own label when it
-        has one (labelled data), else the majority label of its k nearest neighbours."""
+        `duplicate_threshold`, default the index's). `same_class_only` keeps neighbours of the query's class: its
+        own label when it has one (labelled data), else the majority label of its k nearest neighbours."""
         self.check_embeddings(emb)
         V = self.transform.apply(emb.X)
         shas = list(emb.shas)
@@ -243,20 +250,17 @@ class SimilarityIndex:
                     votes = [self.rows[i].label for i in row if i >= 0 and self.rows[i].label is not None]
                     classes[q] = max(set(votes), key=lambda lab: (votes.count(lab), -votes.index(lab))) if votes else None
 
-        def accept(q: int, i: int) -> bool:
-            if exclude_duplicates and self.rows[i].sha256 == shas[q]:
+        def accept(q: int, i: int, d: float) -> bool:
+            if exclude_duplicates and (self.rows[i].sha256 == shas[q] or d <= limit):
                 return False
-            if same_class_only and self.rows[i].label != classes[q]:
-                return False
-            return True
+            return not same_class_only or self.rows[i].label == classes[q]
 
+        limit = self.duplicate_threshold if duplicate_threshold is None else duplicate_threshold
         D, I = self.search_vectors(V, k, accept if (same_class_only or exclude_duplicates) else None)
         out = []
         for d_row, i_row in zip(D, I):
             hits = [Neighbour(self.rows[i].path, self.rows[i].label, float(d), self.rows[i].sha256)
                     for d, i in zip(d_row, i_row) if i >= 0]
-            if exclude_duplicates:
-                hits = [h for h in hits if h.distance > duplicate_threshold]
             out.append(hits)
         return out
 
@@ -331,10 +335,12 @@ class SimilarityIndex:
         return cls(meta, rows, live, tf, index, arrays.get("binary_mean"))
 
     # --- near-duplicates ---------------------------------------------------------------------------------
-    def duplicates(self, threshold: float = DEFAULT_DUPLICATE_THRESHOLD, k: int = 10,
+    def duplicates(self, threshold: float | None = None, k: int = 10,
                    batch: int = 4096) -> list[tuple[int, int, float]]:
-        """Pairs (i, j, distance), i < j, of live rows closer than `threshold` (each row's k nearest neighbours
+        """Pairs (i, j, distance), i < j, of live rows closer than `threshold` (default: the index's; each row's k
+        nearest neighbours
         are examined, so a cluster of more than k copies reports only its closest pairs), closest first."""
+        threshold = self.duplicate_threshold if threshold is None else threshold
         stored = self._stored_vectors
         pairs: dict[tuple[int, int], float] = {}
         live = np.flatnonzero(self.live)
@@ -425,5 +431,5 @@ def _new_index(faiss: Any, factory: str, dim: int, n: int) -> Any:
     return index
 
 
-__all__ = ["SimilarityIndex", "Neighbour", "Row", "CODES", "APPROXIMATE_ABOVE", "DEFAULT_DUPLICATE_THRESHOLD",
+__all__ = ["SimilarityIndex", "Neighbour", "Row", "CODES", "APPROXIMATE_ABOVE",
            "factory_string", "pq_shape", "INDEX_FORMAT"]
