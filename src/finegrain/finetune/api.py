@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from ..data.sources import DataSet, load_data
 from ..errors import DataError
 from ..heads.base import stratified_holdout
 from ..pipeline import Classifier
+from ..progress import note, phase, progress_scope
 from ..scale.train import RayTrainOptions, engine_options, fit_on_ray
 from ..store import default_cache_dir
 from ..training import DEFAULT_MAX_ERROR_RATE, _from_images, _labelled, fit, training_samples
@@ -63,11 +63,6 @@ def split_for_validation(ds: DataSet, val_split: float, seed: int) -> DataSet:
 
 def _run_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def _info(progress: bool, msg: str) -> None:
-    if progress:
-        print(msg, file=sys.stderr)
 
 
 def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple[list[str], list[str]],
@@ -112,8 +107,8 @@ def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple
     if restart:
         shutil.rmtree(run_dir, ignore_errors=True)
     trainer = Trainer(top, store, settings, run_dir, progress=progress)
-    _info(progress, f"fine-tuning {base.id}: {len(top.stages)} stage(s) on {len(train_b.shas)} images × "
-                    f"{recipe.n_views} view(s), {'bf16' if trainer.bf16 else 'fp32'} on {trainer.device}")
+    note(f"fine-tuning {base.id}: {len(top.stages)} stage(s) on {len(train_b.shas)} images × "
+         f"{recipe.n_views} view(s), {'bf16' if trainer.bf16 else 'fp32'} on {trainer.device}")
     kept = trainer.fit(train_b, val_b) if ray is None else fit_on_ray(trainer, train_b, val_b, ray)
     top.load_state_dict(kept)
     top_cpu = top.to("cpu")
@@ -156,45 +151,46 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
     checkpoint are kept in the cache folder (`restart=True` discards the checkpoint).
     `engine='ray'` runs the epochs data-parallel on Ray Train workers (`ray`: where and how many; the cache
     folder must then be on a filesystem every Ray node sees)."""
-    t0 = time.perf_counter()
-    ray = engine_options(engine, ray)
-    settings = settings or TrainSettings(seed=seed)
-    recipe = ViewRecipe(n_views=views, scale_min=crop_scale, jitter=jitter, seed=view_seed)
-    split_seed = seed if split_seed is None else split_seed
-    ds = split_for_validation(data if isinstance(data, DataSet) else load_data(data), val_split, split_seed)
-    cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    _info(progress, "reading and checking the training images")
-    td = _from_images(ds, member_ids(backbone)[0], None, seed, cache_root, max_error_rate, batch_size=batch_size,
-                      workers=workers, max_pixels=max_pixels, progress=progress)  # same refusals as `fit`
-    train_emb, val_emb = _labelled(td.train), _labelled(td.val)
-    if not train_emb.samples:
-        raise DataError(f"no labelled training images in {ds.root}", expected="images in class folders or a label column",
-                        found="no labelled images", fix="put each class's images in a folder named after the class")
-    classes = sorted(set(train_emb.labels))
-    if len(classes) < 2:
-        raise DataError("fine-tuning needs at least 2 classes", expected="labelled images of 2 or more classes",
-                        found=f"{len(classes)} class", fix="add images of other classes")
-    val_emb = val_emb.subset([lab in set(classes) for lab in val_emb.labels])
-    paths = dict(zip(train_emb.shas + val_emb.shas, train_emb.samples + val_emb.samples))  # samples: crop boxes travel
-    tuned_ids, summaries = [], []
-    for member in member_ids(backbone):
-        tuned, summary = tune_member(
-            member, (train_emb.shas, train_emb.labels), (val_emb.shas, val_emb.labels), paths, classes,
-            train_blocks=train_blocks, recipe=recipe, settings=settings, cache_dir=cache_root, workers=workers,
-            max_pixels=max_pixels, progress=progress, runtime=runtime, restart=restart, ray=ray)
-        tuned_ids.append(tuned)
-        summaries.append(summary)
-    if calibrate and not val_emb.samples:
-        log.warning("no held-out images (--val-split 0 and no val split): the model keeps uncalibrated confidences "
-                    "and has no unknown detector")
-    _info(progress, "fitting the head and calibration on the tuned embeddings")
-    clf = fit(ds, backbone=SEPARATOR.join(tuned_ids), head="logistic", head_params=head_params,
-              val_split=val_split if val_split > 0 else DEFAULT_HEAD_VAL_SPLIT, seed=seed, cache_dir=cache_root,
-              batch_size=batch_size, workers=workers, max_pixels=max_pixels, max_error_rate=max_error_rate,
-              progress=progress, calibrate=calibrate and bool(val_emb.samples), ood_method=ood_method,
-              unknown_tpr=unknown_tpr)
-    clf.info["finetune"] = {"members": summaries, "val_split": val_split, "seed": seed, "split_seed": split_seed,
-                            "val_sha256": sorted(val_emb.shas),
-                            "seconds": round(time.perf_counter() - t0, 1)}
-    clf.info["training"]["data"] = str(data.root if isinstance(data, DataSet) else data)
-    return clf
+    with progress_scope(progress):
+        t0 = time.perf_counter()
+        ray = engine_options(engine, ray)
+        settings = settings or TrainSettings(seed=seed)
+        recipe = ViewRecipe(n_views=views, scale_min=crop_scale, jitter=jitter, seed=view_seed)
+        split_seed = seed if split_seed is None else split_seed
+        ds = split_for_validation(data if isinstance(data, DataSet) else load_data(data), val_split, split_seed)
+        cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        with phase("reading and checking the training images"):  # the same refusals as `fit`
+            td = _from_images(ds, member_ids(backbone)[0], None, seed, cache_root, max_error_rate, batch_size=batch_size,
+                              workers=workers, max_pixels=max_pixels, progress=progress)
+        train_emb, val_emb = _labelled(td.train), _labelled(td.val)
+        if not train_emb.samples:
+            raise DataError(f"no labelled training images in {ds.root}", expected="images in class folders or a label column",
+                            found="no labelled images", fix="put each class's images in a folder named after the class")
+        classes = sorted(set(train_emb.labels))
+        if len(classes) < 2:
+            raise DataError("fine-tuning needs at least 2 classes", expected="labelled images of 2 or more classes",
+                            found=f"{len(classes)} class", fix="add images of other classes")
+        val_emb = val_emb.subset([lab in set(classes) for lab in val_emb.labels])
+        paths = dict(zip(train_emb.shas + val_emb.shas, train_emb.samples + val_emb.samples))  # samples: crop boxes travel
+        tuned_ids, summaries = [], []
+        for member in member_ids(backbone):
+            tuned, summary = tune_member(
+                member, (train_emb.shas, train_emb.labels), (val_emb.shas, val_emb.labels), paths, classes,
+                train_blocks=train_blocks, recipe=recipe, settings=settings, cache_dir=cache_root, workers=workers,
+                max_pixels=max_pixels, progress=progress, runtime=runtime, restart=restart, ray=ray)
+            tuned_ids.append(tuned)
+            summaries.append(summary)
+        if calibrate and not val_emb.samples:
+            log.warning("no held-out images (--val-split 0 and no val split): the model keeps uncalibrated confidences "
+                        "and has no unknown detector")
+        with phase("fitting the head and calibration on the tuned embeddings"):
+            clf = fit(ds, backbone=SEPARATOR.join(tuned_ids), head="logistic", head_params=head_params,
+                      val_split=val_split if val_split > 0 else DEFAULT_HEAD_VAL_SPLIT, seed=seed, cache_dir=cache_root,
+                      batch_size=batch_size, workers=workers, max_pixels=max_pixels, max_error_rate=max_error_rate,
+                      progress=progress, calibrate=calibrate and bool(val_emb.samples), ood_method=ood_method,
+                      unknown_tpr=unknown_tpr)
+        clf.info["finetune"] = {"members": summaries, "val_split": val_split, "seed": seed, "split_seed": split_seed,
+                                "val_sha256": sorted(val_emb.shas),
+                                "seconds": round(time.perf_counter() - t0, 1)}
+        clf.info["training"]["data"] = str(data.root if isinstance(data, DataSet) else data)
+        return clf

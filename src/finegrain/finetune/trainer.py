@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..progress import note, progress_scope
 from .settings import TrainSettings
 from .store import ActivationStore
 
@@ -305,6 +306,11 @@ class Trainer:
 
         return (lam * summed(y_a) + (1 - lam) * summed(y_b)) * (self.world / n_batch)
 
+    def _say(self, message: str) -> None:
+        """A progress line on stderr (as `finegrain.progress` shows them), when this trainer shows progress."""
+        with progress_scope(self.progress):
+            note(message)
+
     def kept_module(self) -> TopNetwork:
         return self.ema.module if self.ema is not None else self.top
 
@@ -322,8 +328,8 @@ class Trainer:
         left = (self.s.epochs - self.epoch) * float(np.mean([h["seconds"] for h in self.history]))
         if self.progress:
             best = f" (best {self.best['val_accuracy']:.3f} at epoch {self.best['epoch']})" if val is not None else ""
-            print(f"epoch {self.epoch}/{self.s.epochs}: loss {loss:.3f}, val accuracy {val_acc:.3f}{best}, "
-                  f"{seconds:.0f} s, about {left / 60:.1f} min left", file=sys.stderr)
+            self._say(f"epoch {self.epoch}/{self.s.epochs}: loss {loss:.3f}, val accuracy {val_acc:.3f}{best}, "
+                      f"{seconds:.0f} s, about {left / 60:.1f} min left")
         self.save_checkpoint()
 
     # --- checkpoints -------------------------------------------------------------------------------------
@@ -387,9 +393,7 @@ class Trainer:
         self.opt.load_state_dict(opt_state)
         self.epoch, self.step, self.history, self.best = meta["epoch"], meta["step"], meta["history"], meta["best"]
         if announce and self.epoch > 0:  # epoch 0: the probed start a Ray job's workers load
-            log.info("resuming fine-tuning from epoch %d (%s)", self.epoch, self.run_dir)
-            if self.progress:
-                print(f"resuming from the checkpoint of epoch {self.epoch}/{self.s.epochs}", file=sys.stderr)
+            self._say(f"resuming from the checkpoint of epoch {self.epoch}/{self.s.epochs} ({self.run_dir})")
         return True
 
 
