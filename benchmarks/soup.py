@@ -1,7 +1,8 @@
 """Model soups on cub100: `finetune --sweep 3` ingredients (seeds 0-2, one shared held-out set), their greedy and
 uniform soups, and the ensemble of the ingredients (3 networks at prediction time) for reference.
 
-    python benchmarks/soup.py            # trains what is missing (resumable), then scores → results/soup.json
+    python benchmarks/soup.py               # trains what is missing (resumable), then scores → results/soup.json
+    python benchmarks/soup.py --epochs 5    # shorter ingredients (what fitted in one session on 2 busy cores)
 
 All models are scored on the cub100 test split. The ingredients are the `finetune` defaults (lite0, 5 blocks,
 8 views, 15 epochs) with the validation images of seed 0's split held out by all three; they share the trunk
@@ -51,25 +52,31 @@ def score(models: dict[str, Path], data: Path) -> dict[str, dict]:
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=15, help="epochs of each ingredient (default 15, finetune's)")
+    epochs = ap.parse_args().epochs
     data = shared_dataset("cub100")
     env = {"FINEGRAIN_CACHE_DIR": str(CACHE)}
-    greedy, uniform = WORK / "cub100_sweep", WORK / "cub100_uniform_soup"
-    ingredients = [WORK / "cub100_sweep-ingredients" / f"seed{s}" for s in SEEDS]
-    t_sweep, _ = run_cli(["finetune", str(data), "-o", str(greedy), "--sweep", str(len(SEEDS)), "--seed", "0", "-q"],
-                         env)
+    tag = "" if epochs == 15 else f"_e{epochs}"
+    greedy, uniform = WORK / f"cub100_sweep{tag}", WORK / f"cub100_uniform_soup{tag}"
+    ingredients = [WORK / f"cub100_sweep{tag}-ingredients" / f"seed{s}" for s in SEEDS]
+    t_sweep, _ = run_cli(["finetune", str(data), "-o", str(greedy), "--sweep", str(len(SEEDS)), "--seed", "0",
+                          "--epochs", str(epochs), "-q"], env)
     t_uniform, _ = run_cli(["soup", *map(str, ingredients), "-o", str(uniform), "--method", "uniform", "-q"], env)
     models = {f"ingredient_seed{s}": p for s, p in zip(SEEDS, ingredients)}
     models |= {"greedy_soup": greedy, "uniform_soup": uniform}
     rows = score(models, data)
     config = json.loads((greedy / "config.json").read_text())
     best = max(rows[f"ingredient_seed{s}"]["top1"] for s in SEEDS)
-    result = {"rows": rows, "greedy_kept": config["soup"]["kept"],
+    result = {"epochs": epochs, "rows": rows, "greedy_kept": config["soup"]["kept"],
               "greedy_ge_best_ingredient": rows["greedy_soup"]["top1"] >= best,
               "greedy_ge_uniform": rows["greedy_soup"]["top1"] >= rows["uniform_soup"]["top1"],
               "sweep_and_greedy_wall_s": round(t_sweep, 1), "uniform_wall_s": round(t_uniform, 1),
               "other_load": os.environ.get("FINEGRAIN_BENCH_NOTE", ""), "machine": machine(),
               "date": time.strftime("%Y-%m-%d %H:%M")}
-    write_result("soup", result)
+    write_result(f"soup{tag}", result)
     for name, r in rows.items():
         print(f"{name:26s} top1 {r['top1']:.4f}  ece {r['ece']:.4f}")
 
