@@ -184,8 +184,9 @@ def cmd_backbones(args: argparse.Namespace) -> int:
              "finetuned": ":BASE.HASH  (written by `finegrain finetune`; pass its model folder as --backbone)"}
     for name in list_backbones():
         print(name + ("  (default)" if name == DEFAULT_BACKBONE else needs.get(name, "")))
-    print("join ids with '+' to use several side by side, e.g. efficientnet_lite0+efficientnet_lite2 "
-          "(more accurate, slower, no Grad-CAM)", file=sys.stderr)
+    if not args.quiet:
+        print("join ids with '+' to use several side by side, e.g. efficientnet_lite0+efficientnet_lite2 "
+              "(more accurate, slower, no Grad-CAM)", file=sys.stderr)
     return 0
 
 
@@ -274,8 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "report dataset problems: tiny/empty classes, duplicates and leaks, label typos")
     p.add_argument("data", help="data as for fit")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
 
-    add("backbones", cmd_backbones, "list the available backbones")
+    p = add("backbones", cmd_backbones, "list the available backbones")
+    p.add_argument("-q", "--quiet", action="store_true", help="no hint on stderr, only the list")
 
     p = add("demo", cmd_demo, "the main job on the bundled sample: fit, evaluate, predict, write an HTML/JSON summary")
     p.add_argument("-o", "--output", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
