@@ -43,6 +43,7 @@ ROWS = {  # name: (dataset, command, extra arguments)
     "cub100_blocks8": ("cub100", "finetune", ["--train-blocks", "8"]),
     "cub100_backbone_lr1e-3": ("cub100", "finetune", ["--backbone-lr", "1e-3"]),
     "cub100_cutmix": ("cub100", "finetune", ["--cutmix", "1.0"]),
+    "cub100_salmix": ("cub100", "finetune", ["--salmix", "1.0"]),
     "cub100_ray2": ("cub100", "finetune", ["--engine", "ray", "--ray-workers", "2"]),  # Ray Train, 2 DDP workers
     "cub100_lite012_frozen": ("cub100", "fit", ["--backbone", LITE012]),
     "cub100_lite012": ("cub100", "finetune", ["--backbone", LITE012]),

@@ -103,3 +103,42 @@ def test_mixing_keeps_shapes_and_weights(tmp_path):
     for kw in ({"mixup": 0.4}, {"cutmix": 1.0}):
         xm, ya, yb, lam = _mix(x, y, _settings(**kw), rng)
         assert xm.shape == x.shape and 0.0 <= lam <= 1.0 and sorted(yb.tolist()) == list(range(6))
+
+
+def test_most_salient_box_covers_the_saliency_peak():
+    from finegrain.finetune.trainer import most_salient_boxes
+    sal = torch.zeros(2, 6, 6)
+    sal[0, 4, 5] = 1.0
+    sal[1, 0, 0] = 1.0
+    tops, lefts = most_salient_boxes(sal, 2, 3)
+    assert tops.tolist()[1] == 0 and lefts.tolist()[1] == 0
+    assert 3 <= tops.tolist()[0] <= 4 and lefts.tolist()[0] == 3  # the 2×3 box ends at column 5
+
+
+def test_salmix_pastes_the_source_where_its_class_is_seen():
+    """Each image gets the box of its partner image where the partner's saliency is highest, and nothing else."""
+    from finegrain.finetune.trainer import _mix
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 2, 6, 6).clone()
+    y = torch.arange(4)
+
+    def saliency(src, labels):  # a peak in the bottom-right corner of every source image
+        sal = torch.zeros(len(src), 6, 6)
+        sal[:, 5, 5] = 1.0
+        return sal
+
+    xm, ya, yb, lam = _mix(x, y, _settings(salmix=1.0), np.random.default_rng(3), saliency=saliency)
+    changed = (xm != x).any(1)  # B×H×W: where an image received its partner's activations
+    for i in range(4):
+        if yb[i] == ya[i]:
+            continue
+        rows, cols = torch.nonzero(changed[i], as_tuple=True)
+        assert rows.max() == 5 and cols.max() == 5  # the box reaches the saliency peak
+        assert torch.all(xm[i][:, changed[i]] == float(yb[i]))  # filled from the partner, not invented
+        assert abs((1 - changed[i].float().mean()) - lam) < 1e-6  # the label weight is the area kept
+
+
+def test_trainer_learns_with_saliency_mixing(tmp_path):
+    store, train = _store(tmp_path)
+    trainer = Trainer(_trainable(_top()), store, _settings(salmix=1.0, epochs=6), tmp_path / "run", progress=False)
+    trainer.fit(train, train)
+    assert trainer.best["val_accuracy"] >= 0.9

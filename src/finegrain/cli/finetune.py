@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ema-decay", type=float, default=d.ema_decay, help=f"EMA decay of the weights, 0 = off (default {d.ema_decay})")
     g.add_argument("--mixup", type=float, default=d.mixup, help="MixUp Beta(α, α) on activations, 0 = off (default)")
     g.add_argument("--cutmix", type=float, default=d.cutmix, help="CutMix Beta(α, α) on activation maps, 0 = off (default)")
+    g.add_argument("--salmix", type=float, default=d.salmix,
+                   help="saliency-guided CutMix (SMMix-like): the box pasted is where the pasted image's class "
+                        "activation map is highest; Beta(α, α), 0 = off (default)")
     g.add_argument("--train-batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision,
                    help="bf16 autocast: auto uses it on GPUs and on CPUs with AMX/AVX512-BF16 (default auto)")
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     settings = TrainSettings(epochs=args.epochs, batch_size=args.train_batch_size, lr=args.lr,
                              backbone_lr=args.backbone_lr, layer_decay=args.layer_decay, weight_decay=args.weight_decay,
                              label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, mixup=args.mixup,
-                             cutmix=args.cutmix, precision=args.precision, device=args.device, seed=args.seed)
+                             cutmix=args.cutmix, salmix=args.salmix, precision=args.precision, device=args.device,
+                             seed=args.seed)
     kwargs = dict(backbone=args.backbone, train_blocks=args.train_blocks, views=args.views, engine=args.engine,
                   ray=_ray_options(args), crop_scale=args.crop_scale, jitter=args.jitter, settings=settings,
                   val_split=args.val_split, seed=args.seed, cache_dir=args.cache_dir,

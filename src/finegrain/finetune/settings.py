@@ -26,6 +26,7 @@ class TrainSettings:
     dropout: float = 0.2
     mixup: float = 0.0            # Beta(α, α) mixing of activations; 0 = off
     cutmix: float = 0.0           # Beta(α, α) box mixing of activation maps; 0 = off
+    salmix: float = 0.0           # Beta(α, α) box mixing where the pasted image's class activation is highest; 0 = off
     flip: bool = True             # random horizontal flip of the activation maps
     probe_steps: int = 300        # linear-probe steps that start the classifier; 0 = random start
     precision: str = "auto"       # auto | fp32 | bf16
@@ -39,6 +40,7 @@ class TrainSettings:
                   ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
                   ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"), ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
                   ("mixup", self.mixup >= 0, "≥ 0"), ("cutmix", self.cutmix >= 0, "≥ 0"),
+                  ("salmix", self.salmix >= 0, "≥ 0"),
                   ("precision", self.precision in ("auto", "fp32", "bf16"), "auto, fp32 or bf16"),
                   ("device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda")]
         for name, ok, expected in checks:

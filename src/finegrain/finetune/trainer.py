@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -68,10 +68,20 @@ class TopNetwork(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(width, n_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stages:
             x = stage(x)
-        return x.mean(dim=(2, 3))
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).mean(dim=(2, 3))
+
+    @torch.no_grad()
+    def class_activation(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """CAM of each image's class, at the resolution of the input activations x (B×H×W, ≥ 0)."""
+        fmap = self.feature_map(x).float()
+        cam = torch.relu(torch.einsum("bchw,bc->bhw", fmap, self.fc.weight[y].float()))
+        return nn.functional.interpolate(cam[:, None], size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.features(x)))
@@ -136,23 +146,42 @@ class Batches:
     n_views: int
 
 
-def _mix(x: torch.Tensor, y: torch.Tensor, s: TrainSettings, rng: np.random.Generator):
-    """MixUp or CutMix on activations (one of them per batch when both are on); returns x, y_a, y_b, λ."""
-    kinds = [k for k, a in (("mixup", s.mixup), ("cutmix", s.cutmix)) if a > 0]
+MIXES = ("mixup", "cutmix", "salmix")
+
+
+def _mix(x: torch.Tensor, y: torch.Tensor, s: TrainSettings, rng: np.random.Generator,
+         saliency: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+    """MixUp, CutMix or saliency-guided CutMix on activations (one of those switched on, drawn per batch);
+    returns x, y_a, y_b, λ (the weight of y_a)."""
+    kinds = [k for k in MIXES if getattr(s, k) > 0]
     if not kinds:
         return x, y, y, 1.0
     kind = kinds[int(rng.integers(len(kinds)))]
-    alpha = s.mixup if kind == "mixup" else s.cutmix
+    alpha = getattr(s, kind)
     lam = float(rng.beta(alpha, alpha))
     perm = torch.from_numpy(rng.permutation(len(x))).to(x.device)
     if kind == "mixup":
         return lam * x + (1 - lam) * x[perm], y, y[perm], lam
     h, w = x.shape[2:]
     ch, cw = int(round(h * math.sqrt(1 - lam))), int(round(w * math.sqrt(1 - lam)))
-    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    if kind == "salmix" and saliency is not None and ch and cw:
+        tops, lefts = most_salient_boxes(saliency(x[perm], y[perm]), ch, cw)
+    else:
+        tops = torch.full((len(x),), int(rng.integers(0, h - ch + 1)))
+        lefts = torch.full((len(x),), int(rng.integers(0, w - cw + 1)))
     x = x.clone()
-    x[:, :, top:top + ch, left:left + cw] = x[perm][:, :, top:top + ch, left:left + cw]
+    source = x[perm]
+    for i, (top, left) in enumerate(zip(tops.tolist(), lefts.tolist())):
+        x[i, :, top:top + ch, left:left + cw] = source[i, :, top:top + ch, left:left + cw]
     return x, y, y[perm], 1 - (ch * cw) / (h * w)
+
+
+def most_salient_boxes(saliency: torch.Tensor, ch: int, cw: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (B×H×W saliency), the top-left corner of the ch×cw box holding the most saliency (SMMix's idea:
+    paste the part of the source image that shows its class, not a random patch of background)."""
+    pooled = nn.functional.avg_pool2d(saliency[:, None].float(), (ch, cw), stride=1)[:, 0]
+    flat = pooled.flatten(1).argmax(1)
+    return flat // pooled.shape[2], flat % pooled.shape[2]
 
 
 class Trainer:
@@ -255,7 +284,8 @@ class Trainer:
                 x = self._activations([train.shas[i] for i in idx], views[idx],
                                       None if flips is None else flips[idx])
                 y = torch.from_numpy(train.y[idx]).to(self.device)
-                x, y_a, y_b, lam = _mix(x, y, self.s, rng if self.world == 1 else self._mix_rng(b))
+                x, y_a, y_b, lam = _mix(x, y, self.s, rng if self.world == 1 else self._mix_rng(b),
+                                        saliency=self.top.class_activation)
                 for g in self.opt.param_groups:
                     g["lr"] = g["base_lr"] * lr_factor(self.step, total, warmup)
                 with self._autocast():
