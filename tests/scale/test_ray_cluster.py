@@ -97,3 +97,21 @@ def test_killed_actor_on_a_two_node_cluster_loses_no_row(cluster_address, tmp_pa
     assert sorted(r["path"] for r in rows) == sorted(p.path for p in local)  # each input once, none lost
     got = {r["path"]: r for r in rows}
     assert all(got[p.path]["label"] == p.label and got[p.path]["error"] == p.error for p in local)
+
+
+def test_finetune_joins_the_cluster_one_worker_per_node(cluster_address, tmp_path):
+    """`finetune --engine ray --ray-address`: 2 Ray Train workers of 1 CPU, so one on each node, training with
+    DDP across the nodes (gloo over loopback); both nodes are this machine, so they share the cache folder."""
+    import json
+
+    from conftest import make_split_folder
+
+    data = make_split_folder(tmp_path / "birds")
+    cmd = [sys.executable, "-m", "finegrain", "finetune", str(data), "-o", str(tmp_path / "tuned"), "--epochs", "2",
+           "--backbone", "tiny", "--train-blocks", "1", "--views", "2", "--precision", "fp32", "-q",
+           "--engine", "ray", "--ray-workers", "2", "--ray-address", cluster_address]
+    done = subprocess.run(cmd, env={**os.environ, **RAY_ENV}, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    member = json.loads((tmp_path / "tuned" / "config.json").read_text())["finetune"]["members"][0]
+    assert member["engine"] == {"ray_workers": 2, "ray_address": cluster_address}
+    assert len(member["history"]) == 2 and member["backbone"].startswith("finetuned:tiny.")

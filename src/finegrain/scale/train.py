@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, FinegrainError
+from ..errors import ConfigError, FinegrainError, MissingExtraError
 from ..finetune.store import ActivationStore
 from ..finetune.trainer import CHECKPOINT, Batches, Trainer
 from .cluster import first_line, import_ray, ray_session
@@ -56,11 +56,20 @@ def engine_options(engine: str, ray: RayTrainOptions | None) -> RayTrainOptions 
     return (ray or RayTrainOptions()) if engine == "ray" else None
 
 
+def import_ray_train() -> None:
+    """Ray with Ray Train's PyTorch support, or a MissingExtraError that says what to install."""
+    import_ray()
+    try:
+        import ray.train.torch  # noqa: F401 - needs torch and Ray Train's own dependencies
+    except ImportError as exc:
+        raise MissingExtraError("ray[train]", "finegrain finetune --engine ray", "ray") from exc
+
+
 def fit_on_ray(trainer: Trainer, train: Batches, val: Batches | None,
                options: RayTrainOptions) -> dict[str, torch.Tensor]:
     """`trainer.fit` with the epochs run by Ray Train workers; returns the kept weights, read from the run
     folder's last checkpoint (and leaves `trainer` with that checkpoint's history and best epoch)."""
-    import_ray()  # a missing extra is the first thing to say
+    import_ray_train()  # a missing extra is the first thing to say
     if not trainer.start(train):
         trainer.save_checkpoint()  # epoch 0: the probed start that every rank loads
     if trainer.epoch < trainer.s.epochs:
