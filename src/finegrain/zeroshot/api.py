@@ -1,5 +1,6 @@
-"""`zeroshot_classifier`, `align` and `describe` as functions: what `finegrain zeroshot`, `align` and `describe` run, with
-the CLI's options as keyword arguments. Files or in-memory values are accepted wherever the CLI takes a file."""
+"""`zeroshot_classifier`, `align` and `describe` as functions: what `finegrain zeroshot`, `align` and `describe`
+run, with the CLI's options as keyword arguments. Files or in-memory values are accepted wherever the CLI takes a
+file."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -124,7 +125,8 @@ def align(data: str | Path, descriptions: Descriptions, *, classes: Sequence[str
         return train_alignment(
             emb, as_descriptions(descriptions), classes=as_class_names(classes) if classes is not None else None,
             templates=_templates(templates), text_encoder=text_encoder, name_weight=name_weight,
-            params=AlignmentParams(**given) if len(given) == 3 else None, choose_from={k: (v,) for k, v in given.items()},
+            params=AlignmentParams(**given) if len(given) == 3 else None,
+            choose_from={k: (v,) for k, v in given.items()},
             seen_penalty=seen_penalty, unlabelled=_unlabelled_X(unlabelled, emb.backbone_id, cache_dir, kw),
             prompt_temperature=prompt_temperature, refine=RefineParams() if adapt else None, cache_dir=cache_dir)
 
@@ -146,7 +148,8 @@ def describe(model: Classifier | str | Path, inputs: Paths, *, top: int = 3, cac
     with progress_scope(progress):
         clf = model if isinstance(model, Classifier) else Classifier.load(model)
         if clf.head.name != "zeroshot":
-            raise ConfigError(f"{model if not isinstance(model, Classifier) else 'this model'} is not a zero-shot model",
+            name = "this model" if isinstance(model, Classifier) else str(model)
+            raise ConfigError(f"{name} is not a zero-shot model",
                               expected="a model from `finegrain zeroshot` or `align`", found=f"a {clf.head.name} model",
                               fix="describe works with description-based models only")
         samples = collect_inputs(_as_paths(inputs))
