@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-map-points", type=positive_int, default=3000,
                    help="images drawn in the t-SNE map; more are sampled down (default 3000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the t-SNE map and its sampling (default 0)")
+    p.add_argument("--index", type=Path, default=None,
+                   help="a `finegrain index` folder: also show the worst mistakes' nearest images in it")
     add_common_options(p)
 
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     clf = Classifier.load(args.model)
     page, summary = build_report(clf, args.data, split=args.split, train=args.train, n_mistakes=args.mistakes,
                                  n_neighbours=args.neighbours, max_map_points=args.max_map_points, seed=args.seed,
-                                 cache_dir=args.cache_dir, **embed_kwargs(args))
+                                 index=args.index, cache_dir=args.cache_dir, **embed_kwargs(args))
     write_text_atomic(args.output, page)
     if not args.quiet:
         secs = summary["seconds"]

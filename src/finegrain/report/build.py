@@ -137,8 +137,10 @@ def _health_html(findings: list[Finding]) -> str:
 
 def build_report(clf: Any, data: str | Path, *, split: str | None = None, train: str | Path | None = None,
                  n_mistakes: int = 12, n_neighbours: int = 3, max_map_points: int = 3000, seed: int = 0,
-                 cache_dir: str | Path | None = None, **embed_kw: Any) -> tuple[str, dict[str, Any]]:
-    """(HTML page, JSON-ready summary with metrics, counts and per-stage seconds).
+                 index: str | Path | None = None, cache_dir: str | Path | None = None,
+                 **embed_kw: Any) -> tuple[str, dict[str, Any]]:
+    """(HTML page, JSON-ready summary with metrics, counts and per-stage seconds). `index` (a `finegrain index`
+    folder) adds the worst mistakes' nearest images in that index.
 
     `embed_kw` goes to `Classifier.embed` (batch_size, workers, max_pixels, progress, ...)."""
     max_pixels = embed_kw.get("max_pixels", DEFAULT_MAX_PIXELS)
@@ -177,9 +179,16 @@ def build_report(clf: Any, data: str | Path, *, split: str | None = None, train:
     seconds["embedding_map"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    mistakes = _mistake_figures(clf, scored, y, probs, worst_mistakes(y, probs, n_mistakes), reference,
-                                n_neighbours, max_pixels)
+    worst = worst_mistakes(y, probs, n_mistakes)
+    mistakes = _mistake_figures(clf, scored, y, probs, worst, reference, n_neighbours, max_pixels)
     seconds["mistakes"] = time.perf_counter() - t
+    if index is not None:
+        from ..retrieval.report import index_neighbours_html
+        t = time.perf_counter()
+        index_section = index_neighbours_html(index, [scored.samples[i] for i in worst],
+                                              [clf.classes[pred[i]] for i in worst], max(n_neighbours, 1),
+                                              cache_dir=cache_dir, **embed_kw)
+        seconds["index_neighbours"] = time.perf_counter() - t
 
     extra = {"unreadable images": len(unreadable), "test images identical to training images": len(leaked),
              "classes": len(clf.classes), "backbone": clf.backbone_id, "head": clf.head.name}
@@ -202,6 +211,8 @@ def build_report(clf: Any, data: str | Path, *, split: str | None = None, train:
          + ("".join(mistakes) or "<p>No mistakes.</p>")),
         ("health", "Dataset health", _health_html(findings)),
     ]
+    if index is not None:
+        sections.insert(-1, ("index", "Nearest images in the index", index_section))
     prov = clf.provenance()
     total = sum(seconds.values())
     footer = (f"finegrain {H.esc(prov.get('finegrain_version'))} · model {H.esc(prov.get('backbone'))} + "
