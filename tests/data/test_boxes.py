@@ -177,3 +177,19 @@ def test_explain_sees_the_same_crop_as_the_embedding(tmp_path):
     pre = Preprocess(size=8, crop_pct=1.0, interpolation="nearest")
     boxed, whole = _decode([Sample(tmp_path / "q.png", box=Box(0, 8, 8, 8)), Sample(tmp_path / "q.png")], pre, None)
     assert (boxed == (0, 0, 255)).all() and np.array_equal(whole, pre.apply(img))
+
+
+def test_finetune_trains_on_the_boxed_crops(monkeypatch, split_folder, tmp_path):
+    from finegrain.finetune import store
+    from finegrain.finetune.api import finetune
+    from finegrain.finetune.settings import TrainSettings
+
+    rows = ["path,label,split,x,y,w,h"] + [f"{p},{p.parent.name},{p.parent.parent.name},4,4,30,30"
+                                           for p in sorted(split_folder.rglob("*.png"))]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    sizes = []
+    real = store.load_sample_rgb
+    monkeypatch.setattr(store, "load_sample_rgb", lambda s, **kw: sizes.append(real(s, **kw).size) or real(s, **kw))
+    clf = finetune(tmp_path / "m.csv", backbone="tiny", train_blocks=1, views=2, seed=0, val_split=0.25,
+                   settings=TrainSettings(epochs=1))
+    assert sizes and set(sizes) == {(30, 30)} and len(clf.classes) == 3
