@@ -144,3 +144,16 @@ def test_engine_names_and_options_are_checked():
         engine_options("local", RayTrainOptions(workers=4))
     with pytest.raises(ConfigError, match="--ray-workers 0"):
         RayTrainOptions(workers=0)
+
+
+def test_an_address_nothing_listens_on_is_refused_in_seconds():
+    import socket
+
+    from finegrain.scale.train import engine_options
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    with pytest.raises(FinegrainError, match=f"cannot join the Ray cluster at 127.0.0.1:{port}") as err:
+        engine_options("ray", RayTrainOptions(address=f"127.0.0.1:{port}"))
+    assert "ray status" in err.value.fix

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Iterator
@@ -32,6 +33,8 @@ def ray_session(address: str | None, num_cpus: int | None, quiet: bool) -> Itera
     if ray.is_initialized():
         yield ray
         return
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, logging_level=level, log_to_driver=not quiet)
@@ -47,6 +50,21 @@ def ray_session(address: str | None, num_cpus: int | None, quiet: bool) -> Itera
         yield ray
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on a HOST:PORT (or ray://HOST:PORT) nothing listens on: `ray.init` retries such an
+    address for minutes before giving up. "auto" and other forms are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise FinegrainError(f"cannot join the Ray cluster at {address}", expected="a Ray head listening there",
+                             found=f"{type(exc).__name__}: {exc}",
+                             fix="check --ray-address (HOST:6379, or ray://HOST:10001 for Ray Client; auto on a "
+                                 "cluster node) and that `ray status` works there") from None
 
 
 def check_cpu_budget(ray: ModuleType, actors: int, cpus_per_actor: float) -> None:

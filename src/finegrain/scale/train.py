@@ -23,7 +23,7 @@ import torch
 from ..errors import ConfigError, FinegrainError, MissingExtraError
 from ..finetune.store import ActivationStore
 from ..finetune.trainer import CHECKPOINT, Batches, Trainer
-from .cluster import first_line, import_ray, ray_session
+from .cluster import check_reachable, first_line, import_ray, ray_session
 
 ENGINES = ("local", "ray")
 
@@ -46,14 +46,21 @@ class RayTrainOptions:
 
 
 def engine_options(engine: str, ray: RayTrainOptions | None) -> RayTrainOptions | None:
-    """The Ray options a `finetune(engine=...)` call runs with: None for the local engine."""
+    """The Ray options a `finetune(engine=...)` call runs with: None for the local engine. A missing Ray or an
+    address nothing listens on is said now, not after the activations are computed."""
     if engine not in ENGINES:
         raise ConfigError(f"unknown fine-tuning engine {engine!r}", expected=" or ".join(ENGINES), found=repr(engine),
                           fix="use engine='local' (this process) or engine='ray' (Ray Train workers)")
     if engine == "local" and ray is not None:
         raise ConfigError("Ray options given for a local fine-tuning run", expected="engine='ray' with them",
                           found="engine='local'", fix="pass engine='ray', or drop the Ray options")
-    return (ray or RayTrainOptions()) if engine == "ray" else None
+    if engine == "local":
+        return None
+    import_ray_train()
+    ray = ray or RayTrainOptions()
+    if ray.address:
+        check_reachable(ray.address)
+    return ray
 
 
 def import_ray_train() -> None:
