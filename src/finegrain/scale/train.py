@@ -4,9 +4,9 @@ The driver fills the activation store (as the local engine does), starts the cla
 and commits that start as the epoch-0 checkpoint of the run folder. Every worker loads the run folder's last
 checkpoint, trains its share of each global batch through DistributedDataParallel (gloo on CPUs, NCCL on
 GPUs), and rank 0 validates and commits each epoch's checkpoint, from which the driver then reads the kept
-weights. Nothing travels but file paths and the initial network: the activation store and the run folder (both
-in the cache folder) must be at the same path on every node — a shared filesystem on a cluster. A killed job
-is resumed by rerunning it, from the last epoch rank 0 committed.
+weights. Only the settings, the image lists, the initial network and file paths travel: the activation store
+and the run folder (both in the cache folder) must be at the same path on every node — a shared filesystem on
+a cluster. A killed job is resumed by rerunning it, from the last epoch rank 0 committed.
 """
 from __future__ import annotations
 
