@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import positive_int
+from .options import add_calibration_options, positive_int
 
 RAY_WORKERS = 2
 
@@ -65,10 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train N soup ingredients (seeds SEED … SEED+N−1, one shared held-out set) into "
                         "OUTPUT-ingredients/, then write their greedy soup to OUTPUT (see `finegrain soup`)")
     p.add_argument("--max-error-rate", type=float, default=0.05, help="fail when more than this fraction of images is unreadable (default 0.05)")
-    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
-                   help="fit a temperature and the 'unknown' detector on the held-out images (default on)")
-    p.add_argument("--ood-score", default="msp", choices=["msp", "maxlogit", "energy", "mahalanobis", "knn"],
-                   help="score behind `predict --unknown` (default msp)")
+    add_calibration_options(p)
     g = p.add_argument_group("scale-out on Ray Train (pip install 'finegrain[ray]')")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: this process (default); ray: the epochs data-parallel on --ray-workers Ray Train "

@@ -11,7 +11,7 @@ from .._version import __version__
 from . import scale as scale_cli  # argument definitions only: light imports
 from .common import (add_common_options, embed_kwargs, expand_inputs, info, lazy, none_readable,
                      parse_head_params, save_with_diagram, unknown_option)
-from .options import fraction, positive_float, positive_int
+from .options import add_calibration_options, fraction, positive_float, positive_int
 
 EPILOG = {
     "fit": "examples:\n  finegrain fit data/birds -o models/birds --head logistic --seed 0\n"
@@ -226,10 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-param", action="append", metavar="KEY=VALUE",
                    help="any head parameter, repeatable (e.g. --head-param shrinkage=0.2)")
     p.add_argument("--max-error-rate", type=fraction(False, False), default=0.05, help="fail when more than this fraction of images is unreadable (default 0.05)")
-    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
-                   help="fit a temperature and the 'unknown' detector on held-out images (default on)")
-    p.add_argument("--ood-score", default="msp", choices=["msp", "maxlogit", "energy", "mahalanobis", "knn"],
-                   help="score behind `predict --unknown` (default msp: max softmax of the calibrated head)")
+    add_calibration_options(p)
     p.add_argument("--unknown-tpr", type=fraction(True, False), default=0.95,
                    help="`--unknown auto` keeps this fraction of held-out known images (default 0.95)")
     add_common_options(p)

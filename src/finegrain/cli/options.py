@@ -50,3 +50,14 @@ def _number(text: str, kind: type, what: str):
         return kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+
+OOD_SCORES = ["msp", "maxlogit", "energy", "mahalanobis", "knn"]
+
+
+def add_calibration_options(p: argparse.ArgumentParser) -> None:
+    """--calibrate / --ood-score: what every command that fits a head does with its held-out images."""
+    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit a temperature and the 'unknown' detector on held-out images (default on)")
+    p.add_argument("--ood-score", default="msp", choices=OOD_SCORES,
+                   help="score behind `predict --unknown` (default msp: max softmax of the calibrated head)")

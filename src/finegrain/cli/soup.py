@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .options import add_calibration_options
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", type=Path,
@@ -15,10 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="greedy: best ingredient first, keep each next one if validation accuracy does not drop "
                         "(needs ingredients that held out the same images); uniform: average all (default greedy)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head's fit (default 0)")
-    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
-                   help="fit a temperature and the 'unknown' detector on the held-out images (default on)")
-    p.add_argument("--ood-score", default="msp", choices=["msp", "maxlogit", "energy", "mahalanobis", "knn"],
-                   help="score behind `predict --unknown` (default msp)")
+    add_calibration_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
