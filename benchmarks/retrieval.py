@@ -34,7 +34,7 @@ BENCH_CACHE = Path(os.environ.get("FINEGRAIN_BENCH_CACHE", "/tmp/finegrain-bench
 LITE012 = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
 TUNED = BENCH_CACHE / "work" / "cub100_default_s0"
 N_SCALE, N_QUERIES, SCALE_DIM, JITTER = 1_000_000, 1000, 256, 0.5
-SCALE_KINDS = ("hnsw", "ivfpq", "exact", "binary", "hnsw_float16")
+SCALE_KINDS = ("hnsw", "ivf", "ivfpq", "exact", "binary", "hnsw_float16")
 
 
 def cub_embeddings(backbone: str):
@@ -128,6 +128,19 @@ def exact_top10(X: np.ndarray, Q: np.ndarray) -> np.ndarray:
     return best_i
 
 
+def timed_queries(index, V: np.ndarray, truth: np.ndarray) -> dict:
+    """One query at a time at k=10: p50/p99 latency and Recall@10 against exact search."""
+    lat, found = [], []
+    for q in V:
+        t = time.perf_counter()
+        _, I = index._raw_search(q[None], 10)
+        lat.append(time.perf_counter() - t)
+        found.append(I[0])
+    return {"query_p50_ms": round(1000 * float(np.percentile(lat, 50)), 3),
+            "query_p99_ms": round(1000 * float(np.percentile(lat, 99)), 3),
+            "recall@10_vs_exact": round(float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])), 4)}
+
+
 def scale_one(kind: str, out: Path) -> None:
     """Build one index kind over the 1M vectors in this process and write its row as JSON to OUT."""
     from finegrain.data.samples import Sample
@@ -138,23 +151,24 @@ def scale_one(kind: str, out: Path) -> None:
     X, Q = scale_vectors()
     gen_s = time.perf_counter() - t0
     truth = exact_top10(X, Q)
-    codes = {"exact": "float32", "hnsw": "float32", "hnsw_float16": "float16", "ivfpq": "pq", "binary": "binary"}[kind]
+    codes = {"exact": "float32", "hnsw": "float32", "hnsw_float16": "float16", "ivf": "float32", "ivfpq": "pq",
+             "binary": "binary"}[kind]
     emb = Embeddings(X, [Sample(Path(f"v{i}")) for i in range(len(X))], [str(i) for i in range(len(X))],
                      backbone_id="synthetic", cache_key="synthetic", preprocess={})
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    index = SimilarityIndex.build(emb, codes=codes, approximate=kind in ("hnsw", "hnsw_float16", "ivfpq"),
-                                  transform="l2")
+    index = SimilarityIndex.build(emb, codes=codes, approximate=kind in ("hnsw", "hnsw_float16", "ivf", "ivfpq"),
+                                  transform="l2", factory={"hnsw": "HNSW32,Flat", "hnsw_float16": "HNSW32,SQfp16"}.get(kind))
     build_s = time.perf_counter() - t0
     del emb
-    lat, found = [], []
     V = index.transform.apply(Q)
-    for q in V:
-        t = time.perf_counter()
-        _, I = index._raw_search(q[None], 10)
-        lat.append(time.perf_counter() - t)
-        found.append(I[0])
-    recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+    knob = "ef_search" if "HNSW" in index.meta["factory"] else "nprobe" if "IVF" in index.meta["factory"] else None
+    sweep = []
+    for value in {"ef_search": (64, 128, 256, 512), "nprobe": (16, 64, 256)}.get(knob, (None,)):
+        if knob:
+            index.meta[knob] = value
+        sweep.append({knob or "setting": value, **timed_queries(index, V, truth)})
+        print(kind, sweep[-1], flush=True)
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/tmp")) as tmp:
         t = time.perf_counter()
         index.save(Path(tmp) / "idx")
@@ -166,22 +180,20 @@ def scale_one(kind: str, out: Path) -> None:
            "rss_before_build_mib": round(rss_before),
            "code_bytes": index.meta["code_bytes"], "index_file_bytes_per_image": round(sizes["index.faiss"] / len(index.rows), 1),
            "rows_csv_bytes_per_image": round(sizes["rows.csv"] / len(index.rows), 1),
-           "query_p50_ms": round(1000 * float(np.percentile(lat, 50)), 3),
-           "query_p99_ms": round(1000 * float(np.percentile(lat, 99)), 3),
-           "recall@10_vs_exact": round(recall, 4),
-           "ef_search": index.meta["ef_search"] if "HNSW" in index.meta["factory"] else None,
-           "nprobe": index.meta["nprobe"] if "IVF" in index.meta["factory"] else None}
+           "queries": sweep}
     out.write_text(json.dumps(row))
     print(row, flush=True)
 
 
 def scale(kinds: list[str], meta: dict) -> Path:
-    """Each kind in a child process; the result file is rewritten after each, so a stopped run keeps its rows."""
-    rows: list[dict] = []
+    """Each kind in a child process; the result file is rewritten after each (rows of kinds not run this time
+    are kept), so a stopped run keeps its rows and one kind can be re-measured alone."""
+    previous = RESULTS / "retrieval_scale.json"
+    rows: list[dict] = json.loads(previous.read_text())["rows"] if previous.exists() else []
     for kind in kinds:
         out = RESULTS / f".retrieval_scale_{kind}.json"
         subprocess.run([sys.executable, __file__, "--scale-one", kind, "--out", str(out)], check=True)
-        rows.append(json.loads(out.read_text()))
+        rows = [r for r in rows if r["kind"] != kind] + [json.loads(out.read_text())]
         out.unlink()
         path = write_result("retrieval_scale", {**meta, **scale_summary(rows)})
     return path

@@ -101,7 +101,7 @@ def run_index(args: argparse.Namespace) -> int:
             raise ConfigError("--codes/--transform/--dim/--approximate cannot change an existing index",
                               expected="--add/--drop-missing alone", found="index settings given",
                               fix="rebuild without --add to change them")
-        idx, added, dropped = update_index(args.output, args.data if args.add or args.data else None,
+        idx, added, dropped = update_index(args.output, args.data,
                                            drop_missing=args.drop_missing, backbone=args.backbone, model=args.model,
                                            splits=args.split, cache_dir=args.cache_dir, **embed_kwargs(args))
         info(args, f"added {added}, dropped {dropped}: {idx.n_live} images in {args.output}")
