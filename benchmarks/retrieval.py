@@ -2,6 +2,7 @@
 
     cd benchmarks && FINEGRAIN_THREADS=1 OMP_NUM_THREADS=1 python retrieval.py --part quality   # → results/retrieval.json
     cd benchmarks && FINEGRAIN_THREADS=1 OMP_NUM_THREADS=1 python retrieval.py --part scale     # → results/retrieval_scale.json
+    cd benchmarks && FINEGRAIN_THREADS=1 OMP_NUM_THREADS=1 python retrieval.py --part flip      # → results/retrieval_flip.json
 
 Quality: cub100 test images are the queries, the train split the gallery (the index is fitted on train only);
 Recall@1/5/10, precision@10 and mAP@R for stock efficientnet_lite0, lite0+lite1+lite2 joined, and the fine-tuned
@@ -93,6 +94,41 @@ def quality() -> dict:
                         "train only; a query never retrieves its own file",
             "goal": "Recall@1 >= 0.88 with stock lite0 embeddings (kNN head top-1 0.857)",
             "transforms": rows, "codes": codec_rows}
+
+
+def flip_views() -> dict:
+    """Stock lite0: does averaging each image's embedding with its mirrored crop's help retrieval? (Measured here
+    only: `finegrain index` does not embed flipped views.)"""
+    from PIL import Image, ImageOps
+
+    from finegrain.backbones import get_backbone
+    from finegrain.embed import embed_preprocessed
+    from finegrain.retrieval.transform import fit_transform, l2_rows
+
+    bb = get_backbone("efficientnet_lite0")
+    train, test = cub_embeddings("efficientnet_lite0")
+
+    def mirrored(emb) -> np.ndarray:
+        out = []
+        for start in range(0, len(emb.samples), 32):
+            crops = [(np.ascontiguousarray(bb.preprocess.apply(ImageOps.exif_transpose(Image.open(s.path)).convert("RGB"))[:, ::-1]),)
+                     for s in emb.samples[start:start + 32]]
+            out.append(embed_preprocessed(bb, crops, cache_dir=BENCH_CACHE))
+        return np.vstack(out)
+
+    Ftr, Fte = mirrored(train), mirrored(test)
+    yg, yq = np.array(train.labels), np.array(test.labels)
+    rows = []
+    for views, G, Q in (("one view", train.X, test.X), ("image + mirror, averaged", l2_rows(train.X + Ftr), l2_rows(test.X + Fte)),
+                        ("mirror averaged on queries only", train.X, l2_rows(test.X + Fte))):
+        for kind in ("sqrt", "whiten"):
+            tf = fit_transform(kind, G, list(yg))
+            S = tf.apply(Q) @ tf.apply(G).T
+            hit = yg[np.argsort(-S, axis=1)[:, :10]] == yq[:, None]
+            rows.append({"views": views, "transform": kind,
+                         **{f"recall@{k}": round(float(hit[:, :k].any(axis=1).mean()), 4) for k in (1, 5, 10)}})
+            print(rows[-1], flush=True)
+    return {"protocol": "cub100 test queries against the train gallery, stock efficientnet_lite0, exact search", "rows": rows}
 
 
 def scale_vectors() -> tuple[np.ndarray, np.ndarray]:
@@ -213,7 +249,7 @@ def scale_summary(rows: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["quality", "scale"], default="quality")
+    ap.add_argument("--part", choices=["quality", "scale", "flip"], default="quality")
     ap.add_argument("--kinds", default=",".join(SCALE_KINDS), help=f"scale: comma-separated subset of {SCALE_KINDS}")
     ap.add_argument("--scale-one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -224,6 +260,8 @@ def main() -> None:
     meta = {"machine": machine(), "threads": thread_budget()}
     if args.part == "quality":
         path = write_result("retrieval", {**meta, **quality()})
+    elif args.part == "flip":
+        path = write_result("retrieval_flip", {**meta, **flip_views()})
     else:
         path = scale(args.kinds.split(","), meta)
     print(f"wrote {path}")
