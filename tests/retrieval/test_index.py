@@ -63,10 +63,11 @@ def test_queries_from_another_backbone_are_refused():
     assert "another backbone" in msg and "expected" in msg and "fix" in msg and "lite1" in msg
 
 
-@pytest.mark.parametrize("factory", [None, "IVF8,Flat", "HNSW16,Flat"])
-def test_add_drop_and_compaction_keep_answers_consistent(factory):
+@pytest.mark.parametrize("codes,factory", [("float32", None), ("float32", "IVF8,Flat"), ("float32", "HNSW16,Flat"),
+                                           ("binary", None)])
+def test_add_drop_and_compaction_keep_answers_consistent(codes, factory):
     base = synthetic(100)
-    idx = SimilarityIndex.build(base.subset(np.arange(100) < 60), transform="sqrt", factory=factory)
+    idx = SimilarityIndex.build(base.subset(np.arange(100) < 60), transform="sqrt", codes=codes, factory=factory)
     assert idx.add(base) == 40 and idx.n_live == 100
     assert idx.add(base) == 0  # already there
     gone = {str(s.path) for s in base.samples[:30]}

@@ -105,8 +105,8 @@ class SimilarityIndex:
     def build(cls, emb: Embeddings, *, codes: str = "float32", approximate: bool | None = None,
               transform: str = "auto", dim: int | None = None, backbone_source: str | None = None,
               extra_meta: dict[str, Any] | None = None, factory: str | None = None) -> "SimilarityIndex":
-        """Index every embedded sample. `approximate` None: exact up to APPROXIMATE_ABOVE images, then HNSW
-        (IVF for PQ codes). The transform is fitted here, on this gallery, and frozen for later additions.
+        """Index every embedded sample. `approximate` None: exact up to APPROXIMATE_ABOVE images, then an
+        inverted file (IVF; binary codes are always scanned exactly). The transform is fitted here, on this gallery, and frozen for later additions.
         `factory` (a faiss index_factory string, e.g. 'IVF1024,Flat') overrides the index these options give."""
         if codes not in CODES:
             raise ConfigError(f"unknown codes '{codes}'", expected=", ".join(CODES), found=codes,
@@ -341,6 +341,8 @@ class SimilarityIndex:
         nearest neighbours
         are examined, so a cluster of more than k copies reports only its closest pairs), closest first."""
         threshold = self.duplicate_threshold if threshold is None else threshold
+        if hasattr(self.index, "nprobe"):  # an inverted file reconstructs rows only through a direct map
+            self.index.make_direct_map()
         stored = self._stored_vectors
         pairs: dict[tuple[int, int], float] = {}
         live = np.flatnonzero(self.live)
@@ -360,8 +362,6 @@ class SimilarityIndex:
             codes = np.stack([self.index.reconstruct(int(i)) for i in rows])
             bits = np.unpackbits(codes, axis=1)[:, :self.meta["dim"]].astype(np.float32)
             return np.where(bits > 0, 1.0, -1.0).astype(np.float32) + self.binary_mean  # re-encodes to the same bits
-        if hasattr(self.index, "nprobe"):
-            self.index.make_direct_map()
         return np.stack([self.index.reconstruct(int(i)) for i in rows]).astype(np.float32)
 
 
