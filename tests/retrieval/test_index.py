@@ -148,3 +148,29 @@ def test_cli_index_search_duplicates_eval(capsys, tmp_path):
     assert json.loads(stdout)["metrics"]["recall@1"] > 0.8
     code, _, err = run_cli(capsys, "index", "-o", tmp_path / "none", "--add")
     assert code == 2 and "no index" in err
+
+
+def test_index_from_ray_embed_shards(tmp_path):
+    """`finegrain embed --engine ray` output (Parquet shards + job file) indexes without re-embedding."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from finegrain.scale.shards import JOB_FILE
+    from finegrain.scale.stages import embedding_schema
+
+    emb = synthetic(40)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / JOB_FILE).write_text(json.dumps({"format": "finegrain-shards/1", "task": "embed",
+                                               "backbone": emb.backbone_id, "cache_key": emb.cache_key}))
+    rows = {"path": [str(s.path) for s in emb.samples] + ["/img/bad.jpg"], "sha256": emb.shas + [None],
+            "label": emb.labels + [None], "split": ["train"] * 41,
+            "embedding": [list(map(float, x)) for x in emb.X] + [None], "error": [None] * 40 + ["truncated"]}
+    for part, sl in enumerate((slice(0, 20), slice(20, 41))):
+        pq.write_table(pa.table({k: v[sl] for k, v in rows.items()}, schema=embedding_schema()),
+                       shards / f"part-{part}.parquet")
+    idx = build_index(shards, tmp_path / "idx", transform="sqrt")
+    assert idx.n_live == 40 and idx.meta["backbone"] == emb.backbone_id and idx.meta["n_unreadable"] == 1
+    direct = SimilarityIndex.build(emb, transform="sqrt")
+    q = synthetic(5, seed=3)
+    assert [[h.path for h in r] for r in idx.search(q, 4)] == [[h.path for h in r] for r in direct.search(q, 4)]

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..backbones import DEFAULT_BACKBONE
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..embed import Embeddings
 from ..errors import ConfigError, DataError
@@ -35,17 +36,53 @@ def resolve_backbone(backbone: str | None = None, model: str | Path | None = Non
     return get_backbone(backbone), source
 
 
+def is_ray_embeddings(data: str | Path) -> bool:
+    """A folder of Parquet shards written by `finegrain embed --engine ray` (Ray Data)."""
+    import json
+
+    from ..scale.shards import JOB_FILE
+    job = Path(data) / JOB_FILE
+    try:
+        return job.is_file() and json.loads(job.read_text(encoding="utf-8")).get("task") == "embed"
+    except (ValueError, OSError):
+        return False
+
+
+def load_ray_embeddings(data: str | Path) -> Embeddings:
+    """The readable rows of `embed --engine ray` shards as Embeddings (rows with an error become error records),
+    so an index over millions of images is built from a cluster's output without re-embedding."""
+    import json
+
+    from ..data.samples import Sample
+    from ..embed import ErrorRecord
+    from ..scale.shards import JOB_FILE, read_shards
+
+    job = json.loads((Path(data) / JOB_FILE).read_text(encoding="utf-8"))
+    table = read_shards(str(data), ["path", "sha256", "label", "split", "embedding", "error"])
+    if table is None:
+        raise DataError(f"no Parquet shards in {data}", expected="the shards of a finished `finegrain embed "
+                        "--engine ray` job", found="only its job file", fix="rerun that job to resume it")
+    cols = {name: table.column(name).to_pylist() for name in ("path", "sha256", "label", "split", "error")}
+    ok = [i for i, e in enumerate(cols["error"]) if not e]
+    vectors = table.column("embedding").take(ok).to_pylist() if ok else []
+    X = np.asarray(vectors, dtype=np.float32).reshape(len(ok), -1)
+    samples = [Sample(Path(cols["path"][i]), cols["label"][i] or None, cols["split"][i] or None) for i in ok]
+    errors = [ErrorRecord(cols["path"][i], cols["error"][i]) for i, e in enumerate(cols["error"]) if e]
+    return Embeddings(X=X, samples=samples, shas=[cols["sha256"][i] for i in ok], backbone_id=job["backbone"],
+                      cache_key=job["cache_key"], preprocess={}, errors=errors)
+
+
 def embed_data(data: str | Path, backbone: Any, *, splits: Sequence[str] | None = None,
                cache_dir: str | Path | None = None, batch_size: int = 32, workers: int = 2,
                max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False) -> Embeddings:
-    """Embeddings of DATA (images, a manifest, a CUB-style folder, or a `finegrain embed` folder), only the
-    given splits when it has splits."""
+    """Embeddings of DATA (images, a manifest, a CUB-style folder, a `finegrain embed` folder, or the Parquet
+    shards of `finegrain embed --engine ray`), only the given splits when it has splits."""
     from ..data.sources import load_data
     from ..embed import embed_samples, is_embeddings_dir, load_embeddings
     from ..store import EmbeddingCache
 
-    if is_embeddings_dir(data):
-        emb = load_embeddings(data)
+    if is_embeddings_dir(data) or is_ray_embeddings(data):
+        emb = load_embeddings(data) if is_embeddings_dir(data) else load_ray_embeddings(data)
         if splits:
             emb = emb.subset([s.split in splits for s in emb.samples])
         return emb
@@ -79,9 +116,12 @@ def build_index(data: str | Path, output: str | Path, *, backbone: str | None = 
                 **embed_kw: Any) -> SimilarityIndex:
     """Embed DATA and write a new index to OUTPUT (replacing any index there, atomically)."""
     bb, source = resolve_backbone(backbone, model)
-    if bb is None:
-        bb, source = resolve_backbone("efficientnet_lite0")
-    emb = embed_data(data, bb, splits=splits, cache_dir=cache_dir, **embed_kw)
+    emb = embed_data(data, bb if bb is not None else DEFAULT_BACKBONE, splits=splits, cache_dir=cache_dir, **embed_kw)
+    if bb is not None and emb.cache_key != bb.cache_key:  # DATA was embedded beforehand, with another network
+        raise DataError(f"{data} holds embeddings of '{emb.backbone_id}', not of the backbone asked for",
+                        expected=f"embeddings of '{bb.id}'", found=f"'{emb.backbone_id}' (key {emb.cache_key})",
+                        fix="leave out --backbone/--model to index them as they are, or point at the images")
+    source = source or emb.backbone_id
     with phase(f"indexing {len(emb.samples)} images ({codes} codes)"):
         idx = SimilarityIndex.build(emb, codes=codes, approximate=approximate, transform=transform, dim=dim,
                                     backbone_source=source,
@@ -179,7 +219,8 @@ def eval_retrieval(index: str | Path | SimilarityIndex, data: str | Path, *, spl
     idx = index if isinstance(index, SimilarityIndex) else SimilarityIndex.load(index)
     from ..data.sources import load_data
     from ..embed import is_embeddings_dir
-    if split is not None and not is_embeddings_dir(data) and not load_data(data).has_splits:
+    if split is not None and not is_embeddings_dir(data) and not is_ray_embeddings(data) \
+            and not load_data(data).has_splits:
         split = None  # data without splits: every image is a query
     emb = embed_data(data, _index_backbone(idx), splits=[split] if split else None, cache_dir=cache_dir, **embed_kw)
     idx.check_embeddings(emb)
