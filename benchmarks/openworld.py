@@ -226,6 +226,16 @@ def reliability_figure(summary: dict, name: str, prefix: str = "openworld") -> l
     return [str(p.relative_to(RESULTS.parent.parent)) for p in paths]
 
 
+def previous_runs(result_name: str, dataset: str) -> list[dict]:
+    """The runs an earlier part of this benchmark wrote for `dataset` (none when there is no such file)."""
+    import json
+
+    path = RESULTS / f"{result_name}.json"
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text()).get("datasets", {}).get(dataset, {}).get("runs", [])
+
+
 def main() -> None:
     import torch
 
@@ -238,8 +248,11 @@ def main() -> None:
     ap.add_argument("--backbone", default="efficientnet_lite0", help="backbone id (default efficientnet_lite0)")
     ap.add_argument("--name", default="openworld", help="results file name (default openworld)")
     ap.add_argument("--finetune", action="store_true", help="fine-tune on each split's known species first")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="class splits to run (default 0 1 2)")
+    ap.add_argument("--append", action="store_true",
+                    help="add these splits' runs to results/NAME.json (a long benchmark run in parts)")
     args = ap.parse_args()
-    seeds = SEEDS[:1] if args.quick else SEEDS
+    seeds = args.seeds or (SEEDS[:1] if args.quick else SEEDS)
     t_start = time.perf_counter()
     result = {"machine": machine(), "backbone": args.backbone, "head": "logistic", "seeds": list(seeds),
               "finetuned_per_split": args.finetune,
@@ -263,9 +276,11 @@ def main() -> None:
             test_calibration.append(cal)
             print(f"{name} seed {seed}: " + ", ".join(f"{k} {v['auroc']:.3f}/{v['fpr95']:.3f}"
                                                       for k, v in runs[-1]["ood"].items()), file=sys.stderr, flush=True)
+        earlier = previous_runs(args.name, name) if args.append else []
         result["datasets"][name] = {"n_images": int(len(labels)), "n_classes": int(len(np.unique(labels))),
-                                    "mean": summarise(runs), "runs": runs,
+                                    "mean": summarise(earlier + runs), "runs": earlier + runs,
                                     "reliability_diagram": reliability_figure(test_calibration[0], name, args.name)}
+    result["seeds"] = sorted({r["seed"] for d in result["datasets"].values() for r in d["runs"]})
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     path = write_result(args.name, result)
     print(f"wrote {path}", file=sys.stderr)

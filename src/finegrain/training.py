@@ -5,7 +5,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -131,6 +131,15 @@ def _calibrate(clf: Classifier, X: np.ndarray, y: np.ndarray, X_val: np.ndarray 
         clf.temperature, clf.info["calibration"], clf.detector = calibrated
 
 
+def chosen_validation_accuracy(head: Any) -> float | None:
+    """The held-out accuracy of the hyper-parameter the head chose, measured before it refitted on train + val
+    (heads fold the validation images into their final fit, so scoring those afterwards would say ~1.0)."""
+    for record in getattr(head, "validation_", None) or []:
+        if record.get("C") == getattr(head, "C_", None):
+            return float(record["val_accuracy"])
+    return None
+
+
 def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: str = DEFAULT_HEAD,
         head_params: dict[str, Any] | None = None, val_split: float = 0.2, seed: int = 0,
         cache_dir: str | Path | None = None, batch_size: int = 32, workers: int = 2,
@@ -191,8 +200,9 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
             "val_split": val_split, "class_counts": {c: int((y_train == c).sum()) for c in clf_head.classes_},
             "empty_classes": td.empty_classes, "health": findings_to_json(td.findings),
         }
-        if y_val is not None:
-            training["val_accuracy"] = float((clf_head.predict(X_val) == y_val).mean())
+        held_out_accuracy = chosen_validation_accuracy(clf_head)
+        if y_val is not None and held_out_accuracy is not None:
+            training["val_accuracy"] = held_out_accuracy
         clf = Classifier(clf_head, td.read.backbone_id, td.read.preprocess, td.read.cache_key)
         clf.info = {"provenance": clf.provenance(), "training": training,
                     "train_sha256": sorted(set(train_emb.shas) | set(val_emb.shas))}

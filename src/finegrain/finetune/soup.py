@@ -114,9 +114,22 @@ def soup_backbone(ingredients: Sequence[Ingredient]) -> str:
     return SEPARATOR.join(ids)
 
 
+def held_out_as_test(ds: DataSet) -> DataSet:
+    """The training images only, the held-out ('val') ones marked 'test': a head fitted on it never sees them,
+    and scoring its 'test' split scores exactly the held-out images (the real test split is left out)."""
+    from dataclasses import replace
+
+    samples = [replace(s, split="test") if s.split == "val" else s for s in ds.samples if s.split != "test"]
+    return DataSet(samples, ds.root, ds.kind, ds.empty_classes)
+
+
 def _validation_accuracy(ds: DataSet, backbone_id: str, fit_kwargs: dict[str, Any]) -> float:
-    clf = fit(ds, backbone=backbone_id, head="logistic", calibrate=False, **fit_kwargs)
-    return float(clf.info["training"]["val_accuracy"])
+    """Top-1 on the held-out images of a logistic head fitted (its C chosen) on the training images alone."""
+    from ..evaluation import evaluate
+
+    data = held_out_as_test(ds)
+    clf = fit(data, backbone=backbone_id, head="logistic", calibrate=False, **fit_kwargs)
+    return float(evaluate(clf, data, split="test", cache_dir=fit_kwargs.get("cache_dir"))["top1"])
 
 
 def greedy_order(accuracies: Sequence[float]) -> list[int]:
@@ -156,8 +169,9 @@ def soup(models: Sequence[str | Path], data: str | Path | DataSet | None = None,
                   "max_pixels": max_pixels, "progress": progress}
     kept: list[int] = list(range(len(ingredients)))
     accuracies: list[float | None] = [None] * len(ingredients)
+    soup_accuracy = None
     if method == "greedy":
-        kept, accuracies = _greedy(ingredients, ds, fit_kwargs)
+        kept, accuracies, soup_accuracy = _greedy(ingredients, ds, fit_kwargs)
     chosen = [ingredients[i] for i in kept]
     with phase(f"fitting the head on the soup of {len(chosen)} ingredient(s)"):
         backbone_id = SEPARATOR.join(chosen[0].members) if len(chosen) == 1 else soup_backbone(chosen)
@@ -167,7 +181,7 @@ def soup(models: Sequence[str | Path], data: str | Path | DataSet | None = None,
         _check_same_images(clf, ingredients[0])
     clf.info["soup"] = {"method": method, "ingredients": [i.path for i in ingredients],
                         "ingredient_val_accuracy": accuracies, "kept": [ingredients[i].path for i in kept],
-                        "val_accuracy": clf.info["training"].get("val_accuracy"),
+                        "val_accuracy": soup_accuracy,
                         "validation": "the ingredients' common held-out images" if split is not None
                         else "a seeded split some ingredients trained on",
                         "val_split": val_split, "split_seed": split_seed}
@@ -194,7 +208,7 @@ def _soup_data(data: str | Path | DataSet | None, first: Ingredient) -> DataSet:
 
 
 def _greedy(ingredients: Sequence[Ingredient], ds: DataSet,
-            fit_kwargs: dict[str, Any]) -> tuple[list[int], list[float | None]]:
+            fit_kwargs: dict[str, Any]) -> tuple[list[int], list[float | None], float]:
     """Greedy soup (recipe 1 of the paper): best ingredient first; keep each next one if accuracy does not drop."""
     accuracies: list[float | None] = []
     for ing in ingredients:
@@ -210,7 +224,7 @@ def _greedy(ingredients: Sequence[Ingredient], ds: DataSet,
                  "kept" if accuracy >= best else "left out")
         if accuracy >= best:
             kept, best = kept + [i], accuracy
-    return kept, accuracies
+    return kept, accuracies, best
 
 
 def sweep(data: str | Path, n: int, folder: str | Path, *, seed: int = 0, settings: TrainSettings | None = None,
