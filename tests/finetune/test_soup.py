@@ -88,3 +88,16 @@ def test_soup_refuses_a_model_that_was_not_fine_tuned(tmp_path, capsys):
     assert run_cli(capsys, "finetune", data, "-o", tmp_path / "tuned", *FAST)[0] == 0
     code, _, err = run_cli(capsys, "soup", tmp_path / "tuned", tmp_path / "plain", "-o", tmp_path / "s", "-q")
     assert code == 2 and "is not a fine-tuned model" in err and "Traceback" not in err
+
+
+def test_finegrain_finetune_stays_callable_twice_in_one_process(tmp_path):
+    """Importing any finegrain.finetune.* module makes the package the attribute `finegrain.finetune`: it must
+    still fine-tune (a second call used to fail with "'module' object is not callable")."""
+    import finegrain
+    from finegrain.finetune.settings import TrainSettings
+
+    data = make_split_folder(tmp_path / "birds")
+    settings = TrainSettings(epochs=1, precision="fp32", probe_steps=5)
+    models = [finegrain.finetune(data, backbone="tiny", train_blocks=1, views=1, settings=settings, seed=s)
+              for s in (0, 1)]
+    assert all(m.backbone_id.startswith("finetuned:tiny.") for m in models)
