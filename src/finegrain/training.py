@@ -135,7 +135,7 @@ def chosen_validation_accuracy(head: Any) -> float | None:
     """The held-out accuracy of the hyper-parameter the head chose, measured before it refitted on train + val
     (heads fold the validation images into their final fit, so scoring those afterwards would say ~1.0)."""
     for record in getattr(head, "validation_", None) or []:
-        if record.get("C") == getattr(head, "C_", None):
+        if isinstance(record, dict) and "C" in record and record["C"] == getattr(head, "C_", None):
             return float(record["val_accuracy"])
     return None
 

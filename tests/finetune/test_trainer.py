@@ -27,14 +27,32 @@ def _store(tmp_path, n=24, classes=3):
 
 
 def _top(seed=0):
+    staged = staged_copy(get_backbone("tiny"))  # built (and cached) before seeding: the seed alone sets the head
     torch.manual_seed(seed)
-    staged = staged_copy(get_backbone("tiny"))
     return TopNetwork([staged.stages[-1]], 16, 3, dropout=0.0)
 
 
 def _settings(**kw):
     return TrainSettings(**{"epochs": 4, "batch_size": 8, "lr": 3e-2, "backbone_lr": 1e-2, "precision": "fp32",
                             "probe_steps": 20, **kw})
+
+
+def killed_after_epoch(epoch: int, store, train, run_dir) -> Trainer:
+    """A trainer whose run stops like a kill right after writing epoch `epoch`'s checkpoint."""
+    class Killed(Exception):
+        pass
+
+    trainer = Trainer(_trainable(_top()), store, _settings(), run_dir, progress=False)
+    save = trainer.save_checkpoint
+
+    def save_then_die():
+        save()
+        if trainer.epoch == epoch:
+            raise Killed
+    trainer.save_checkpoint = save_then_die
+    with pytest.raises(Killed):
+        trainer.fit(train, train)
+    return trainer
 
 
 def _trainable(top):
@@ -55,19 +73,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     store, train = _store(tmp_path)
     full = Trainer(_trainable(_top()), store, _settings(), tmp_path / "a", progress=False).fit(train, train)
 
-    class Stop(Exception):
-        pass
-
-    interrupted = Trainer(_trainable(_top()), store, _settings(), tmp_path / "b", progress=False)
-    original = interrupted.save_checkpoint
-
-    def save_then_die():
-        original()
-        if interrupted.epoch == 2:
-            raise Stop
-    interrupted.save_checkpoint = save_then_die
-    with pytest.raises(Stop):
-        interrupted.fit(train, train)
+    interrupted = killed_after_epoch(2, store, train, tmp_path / "b")
     resumed = Trainer(_trainable(_top(seed=99)), store, _settings(), tmp_path / "b", progress=False)
     state = resumed.fit(train, train)
     assert resumed.history[:2] == interrupted.history[:2]

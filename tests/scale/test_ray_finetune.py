@@ -22,7 +22,7 @@ from finegrain.scale.train import (RayTrainOptions, check_shared_folders, fit_on
                                    training_failed)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
-from test_trainer import _settings, _store, _top, _trainable  # noqa: E402
+from test_trainer import _settings, _store, _top, _trainable, killed_after_epoch  # noqa: E402
 
 FAST = ["--backbone", "tiny", "--train-blocks", "1", "--views", "2", "--precision", "fp32", "-q"]
 
@@ -55,19 +55,7 @@ def test_two_workers_resume_a_killed_run_and_match_one_process(tmp_path):
     store, train = _store(tmp_path)
     want = Trainer(_trainable(_top()), store, _settings(), tmp_path / "full", progress=False).fit(train, train)
 
-    class Killed(Exception):
-        pass
-
-    killed = Trainer(_trainable(_top()), store, _settings(), tmp_path / "run", progress=False)
-    save = killed.save_checkpoint
-
-    def save_then_die():
-        save()
-        if killed.epoch == 2:
-            raise Killed
-    killed.save_checkpoint = save_then_die
-    with pytest.raises(Killed):
-        killed.fit(train, train)
+    killed = killed_after_epoch(2, store, train, tmp_path / "run")
     resumed = Trainer(_trainable(_top(seed=99)), store, _settings(), tmp_path / "run", progress=False)
     got = fit_on_ray(resumed, train, train, RayTrainOptions(workers=2, quiet=True))
     assert resumed.history[:2] == killed.history[:2] and resumed.epoch == 4
