@@ -151,6 +151,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000, help="cub100 images (default 2000)")
     ap.add_argument("--plankton", type=int, default=0, help="ndsb_plankton images added to them (default 0)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--actor-threads", type=int, default=1, help="threads per model actor (default 1)")
+    ap.add_argument("--ray-cpus", type=int, default=None, help="CPUs Ray may schedule (default: the cores)")
+    ap.add_argument("--name", default="ray_scale", help="results file name (default ray_scale)")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     if args.images + args.plankton < 20 * PROBE_IMAGES:
@@ -167,8 +170,8 @@ def main() -> None:
         common = ["--cache-dir", str(cache), "--batch-size", str(args.batch_size), "-q"]
         local = run_watched(finegrain_cmd("embed", str(manifest), "-o", str(tmp / "local"), "--threads", str(cores),
                                           "--workers", str(cores), *common), tmp / "local", {})
-        ray_args = ["--engine", "ray", "--ray-cpus", str(cores), "--ray-actors", str(max(1, cores - 1)),
-                    "--threads", "1", "--shard-rows", str(max(8, len(rows) // 16)), *common]
+        ray_args = ["--engine", "ray", "--ray-cpus", str(args.ray_cpus or cores), "--ray-actors", str(max(1, cores - 1)),
+                    "--threads", str(args.actor_threads), "--shard-rows", str(max(8, len(rows) // 16)), *common]
         watch = {"actor": "MapBatches(Embedder)", "decode": "MapBatches(read_and_hash)"}
         probe = run_watched(finegrain_cmd("embed", str(write_manifest(rows[:PROBE_IMAGES], tmp / "probe.csv")),
                                           "-o", str(tmp / "ray-probe"), *ray_args), tmp / "ray-probe", watch)
@@ -178,12 +181,12 @@ def main() -> None:
         ray_["fixed_cost_s"] = probe["wall_s"]  # start-up, model load, shutdown: what a 16-image job costs
         ray_["steady_images_s"] = (n - PROBE_IMAGES) / max(1e-9, ray_["wall_s"] - probe["wall_s"])
         cosine = min_cosine(tmp / "local", tmp / "ray")
-    result = {"images": n, "datasets": "cub100" + (" + ndsb_plankton" if args.plankton else ""),
+    result = {"images": n, "actor_threads": args.actor_threads, "ray_cpus": args.ray_cpus or cores, "datasets": "cub100" + (" + ndsb_plankton" if args.plankton else ""),
               "backbone": "efficientnet_lite0", "machine": machine(), "load_before": load_before,
               "load_after": os.getloadavg()[0], "local": local, "ray": ray_, "min_cosine": cosine,
               "model": throughput_model(ray_["steady_images_s"] / cores)}
     result["paragraph"] = paragraph(result)
-    path = write_result("ray_scale", result)
+    path = write_result(args.name, result)
     print(result["paragraph"])
     print(f"wrote {path}")
 
