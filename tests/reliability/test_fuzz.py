@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ def test_fuzz_smoke(target, corpus, tmp_path):
     work = tmp_path / "corpus"
     shutil.copytree(FUZZ / "corpus" / corpus, work)  # the run adds inputs to its corpus: keep the repo's clean
     proc = subprocess.run([sys.executable, str(FUZZ / target), str(work), "-max_total_time=8", "-rss_limit_mb=3000",
-                           f"-artifact_prefix={tmp_path}/"], capture_output=True, text=True, timeout=120)
+                           f"-artifact_prefix={tmp_path}/"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})  # the target's scratch files die with tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Done" in proc.stderr
