@@ -15,7 +15,7 @@ on the held-out ones (the `val_accuracy` that `fit` records), the same measure f
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -117,8 +117,6 @@ def soup_backbone(ingredients: Sequence[Ingredient]) -> str:
 def held_out_as_test(ds: DataSet) -> DataSet:
     """The training images only, the held-out ('val') ones marked 'test': a head fitted on it never sees them,
     and scoring its 'test' split scores exactly the held-out images (the real test split is left out)."""
-    from dataclasses import replace
-
     samples = [replace(s, split="test") if s.split == "val" else s for s in ds.samples if s.split != "test"]
     return DataSet(samples, ds.root, ds.kind, ds.empty_classes)
 
@@ -129,7 +127,8 @@ def _validation_accuracy(ds: DataSet, backbone_id: str, fit_kwargs: dict[str, An
 
     data = held_out_as_test(ds)
     clf = fit(data, backbone=backbone_id, head="logistic", calibrate=False, **fit_kwargs)
-    return float(evaluate(clf, data, split="test", cache_dir=fit_kwargs.get("cache_dir"))["top1"])
+    embed_kwargs = {k: v for k, v in fit_kwargs.items() if k != "seed"}
+    return float(evaluate(clf, data, split="test", **embed_kwargs)["top1"])
 
 
 def greedy_order(accuracies: Sequence[float]) -> list[int]:
@@ -139,8 +138,8 @@ def greedy_order(accuracies: Sequence[float]) -> list[int]:
 
 def soup(models: Sequence[str | Path], data: str | Path | DataSet | None = None, *, method: str = "greedy",
          seed: int = 0, cache_dir: str | Path | None = None, batch_size: int = 32, workers: int = 2,
-         max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False, calibrate: bool = True, ood_method: str = "msp",
-         unknown_tpr: float = 0.95) -> Classifier:
+         max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False, calibrate: bool = True,
+         ood_method: str = "msp", unknown_tpr: float = 0.95) -> Classifier:
     """Average the tuned weights of fine-tuned MODELS (uniform or greedy soup) and fit the head on the result.
 
     DATA defaults to the data the first ingredient was trained on. The returned classifier's
@@ -157,7 +156,7 @@ def soup(models: Sequence[str | Path], data: str | Path | DataSet | None = None,
     if split is None and method == "greedy":
         raise ConfigError("a greedy soup needs validation images that no ingredient trained on",
                           expected="ingredients that held out the same images of the same data "
-                                   "(`finegrain finetune --sweep N`, or runs sharing --split-seed)",
+                                   "(`finegrain finetune --sweep N`, or `finegrain.finetune(split_seed=…)` runs)",
                           found="ingredients that held out different images (or did not record them)",
                           fix="train the ingredients with `finetune --sweep N`, or use --method uniform")
     if split is None:
@@ -174,8 +173,7 @@ def soup(models: Sequence[str | Path], data: str | Path | DataSet | None = None,
         kept, accuracies, soup_accuracy = _greedy(ingredients, ds, fit_kwargs)
     chosen = [ingredients[i] for i in kept]
     with phase(f"fitting the head on the soup of {len(chosen)} ingredient(s)"):
-        backbone_id = SEPARATOR.join(chosen[0].members) if len(chosen) == 1 else soup_backbone(chosen)
-        clf = fit(ds, backbone=backbone_id, head="logistic", calibrate=calibrate, ood_method=ood_method,
+        clf = fit(ds, backbone=soup_backbone(chosen), head="logistic", calibrate=calibrate, ood_method=ood_method,
                   unknown_tpr=unknown_tpr, **fit_kwargs)
     if split is not None:
         _check_same_images(clf, ingredients[0])
@@ -232,8 +230,6 @@ def sweep(data: str | Path, n: int, folder: str | Path, *, seed: int = 0, settin
     """Fine-tune `n` soup ingredients (seeds seed … seed+n-1, all holding out the images of `seed`'s split) into
     FOLDER/seedK; returns their folders. An ingredient already saved by the same sweep is kept, so a rerun
     after an interruption trains only the missing ones (and resumes the one that was cut)."""
-    from dataclasses import replace
-
     from .api import finetune
 
     if n < 2:
