@@ -164,13 +164,13 @@ def _mix(x: torch.Tensor, y: torch.Tensor, s: TrainSettings, rng: np.random.Gene
         return lam * x + (1 - lam) * x[perm], y, y[perm], lam
     h, w = x.shape[2:]
     ch, cw = int(round(h * math.sqrt(1 - lam))), int(round(w * math.sqrt(1 - lam)))
+    source = x[perm]
     if kind == "salmix" and saliency is not None and ch and cw:
-        tops, lefts = most_salient_boxes(saliency(x[perm], y[perm]), ch, cw)
+        tops, lefts = most_salient_boxes(saliency(source, y[perm]), ch, cw)
     else:
         tops = torch.full((len(x),), int(rng.integers(0, h - ch + 1)))
         lefts = torch.full((len(x),), int(rng.integers(0, w - cw + 1)))
     x = x.clone()
-    source = x[perm]
     for i, (top, left) in enumerate(zip(tops.tolist(), lefts.tolist())):
         x[i, :, top:top + ch, left:left + cw] = source[i, :, top:top + ch, left:left + cw]
     return x, y, y[perm], 1 - (ch * cw) / (h * w)
