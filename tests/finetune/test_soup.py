@@ -101,3 +101,13 @@ def test_finegrain_finetune_stays_callable_twice_in_one_process(tmp_path):
     models = [finegrain.finetune(data, backbone="tiny", train_blocks=1, views=1, settings=settings, seed=s)
               for s in (0, 1)]
     assert all(m.backbone_id.startswith("finetuned:tiny.") for m in models)
+
+
+def test_bad_soup_and_sweep_options_are_usage_errors(tmp_path, capsys):
+    data = make_split_folder(tmp_path / "birds")
+    for args in (["finetune", data, "-o", tmp_path / "m", "--sweep", "1", *FAST],
+                 ["finetune", data, "-o", tmp_path / "m", "--salmix", "-1", *FAST],
+                 ["soup", tmp_path / "missing_a", tmp_path / "missing_b", "-o", tmp_path / "s", "-q"]):
+        code, _, err = run_cli(capsys, *args)
+        assert code in (1, 2) and "fix:" in err and "Traceback" not in err, err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "s").exists()
