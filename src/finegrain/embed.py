@@ -24,6 +24,7 @@ from .data.images import DEFAULT_MAX_PIXELS, file_sha256
 from .data.samples import Sample
 from .errors import DataError, FinegrainError, ImageError
 from .store import EmbeddingCache, default_cache_dir, missing
+from .views import average_views, view_crop, view_key
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Embeddings:
     errors: list[ErrorRecord] = field(default_factory=list)
     n_computed: int = 0
     n_cached: int = 0
+    views: tuple[str, ...] = ()  # test-time views averaged into X besides the plain crop (`embed_with_views`)
 
     @property
     def labels(self) -> list[str | None]:
@@ -59,7 +61,7 @@ class Embeddings:
     def subset(self, mask: Sequence[bool] | np.ndarray) -> "Embeddings":
         idx = np.flatnonzero(np.asarray(mask, dtype=bool))
         return Embeddings(self.X[idx], [self.samples[i] for i in idx], [self.shas[i] for i in idx],
-                          self.backbone_id, self.cache_key, self.preprocess, list(self.errors))
+                          self.backbone_id, self.cache_key, self.preprocess, list(self.errors), views=self.views)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -80,18 +82,19 @@ def _hash_all(samples: Sequence[Sample], pool: ThreadPoolExecutor) -> list[str |
     return list(pool.map(one, samples))
 
 
-def _decode(sample: Sample, backbone: Backbone, max_pixels: int | None) -> np.ndarray | ErrorRecord:
+def _decode(sample: Sample, backbone: Backbone, max_pixels: int | None, view: str | None) -> np.ndarray | ErrorRecord:
     try:
-        return backbone.preprocess.apply(load_sample_rgb(sample, max_pixels=max_pixels))
+        return view_crop(backbone.preprocess, load_sample_rgb(sample, max_pixels=max_pixels), view)
     except FinegrainError as exc:
         return ErrorRecord(str(sample.path), getattr(exc, "reason", str(exc)))
 
 
 def _decoded_batches(todo: list[tuple[str, Sample]], backbone: Backbone, pool: ThreadPoolExecutor,
-                     batch_size: int, max_pixels: int | None) -> Iterator[list[tuple[str, np.ndarray | ErrorRecord]]]:
+                     batch_size: int, max_pixels: int | None,
+                     view: str | None) -> Iterator[list[tuple[str, np.ndarray | ErrorRecord]]]:
     """Yield decoded batches while the next batch is already being decoded in the pool (bounded: 2 in flight)."""
     def submit(chunk: list[tuple[str, Sample]]) -> list[tuple[str, Future]]:
-        return [(key, pool.submit(_decode, sample, backbone, max_pixels)) for key, sample in chunk]
+        return [(key, pool.submit(_decode, sample, backbone, max_pixels, view)) for key, sample in chunk]
 
     chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     in_flight = [submit(c) for c in chunks[:2]]
@@ -110,37 +113,39 @@ def _onnx_dir(cache: EmbeddingCache | None) -> Path:
 def embed_samples(samples: Sequence[Sample], backbone: str | Backbone | CompositeBackbone = "efficientnet_lite0", *,
                   cache: EmbeddingCache | None = None, batch_size: int = 32, workers: int = 2,
                   max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = True,
-                  desc: str = "embedding", runtime: str | None = None) -> Embeddings:
+                  desc: str = "embedding", runtime: str | None = None, view: str | None = None) -> Embeddings:
     """Embed every readable sample; unreadable ones are returned in `errors`, never silently dropped.
 
     `runtime` picks what runs the network: 'onnx' (ONNX Runtime, exported once and cached next to the
     embedding cache), 'torch' (eager PyTorch, the reference) or 'auto' (onnx when available); None means the
     process default (`--runtime`, FINEGRAIN_RUNTIME, else auto). Both give the same embeddings (cosine ≥ 0.999,
     checked at export) and share one cache key. A combined backbone ('a+b') embeds with each member (and its
-    cache entries) and joins the rows.
+    cache entries) and joins the rows. `view` (see `finegrain.views`) embeds that view of each sample instead of
+    its plain crop, cached under `SHA:view=VIEW`; the returned `shas` stay the samples' own keys.
     """
     bb = get_backbone(backbone) if isinstance(backbone, str) else backbone
     if isinstance(bb, CompositeBackbone):
         return _embed_composite(samples, bb, cache=cache, batch_size=batch_size, workers=workers,
-                                max_pixels=max_pixels, progress=progress, desc=desc, runtime=runtime)
+                                max_pixels=max_pixels, progress=progress, desc=desc, runtime=runtime, view=view)
     key = bb.cache_key
     vectors: dict[str, np.ndarray] = {}
     bad: dict[str, str] = {}
     errors: list[ErrorRecord] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         hashed = _hash_all(samples, pool)
-        shas = [h for h in hashed if isinstance(h, str)]
+        keyed = [view_key(h, view) if isinstance(h, str) else h for h in hashed]
+        shas = [h for h in keyed if isinstance(h, str)]
         if cache is not None:
             vectors.update(cache.get_many(key, shas))
         n_cached = sum(1 for h in shas if h in vectors)
         sample_of: dict[str, Sample] = {}
-        for s, h in zip(samples, hashed):
+        for s, h in zip(samples, keyed):
             if isinstance(h, str):
                 sample_of.setdefault(h, s)
         todo = [(key, sample_of[key]) for key in missing(shas, vectors)]
         runner = resolve_runtime(bb, runtime or default_runtime(), _onnx_dir(cache)) if todo else bb
         with _progress(len(todo), desc, progress) as bar:
-            for batch in _decoded_batches(todo, bb, pool, batch_size, max_pixels):
+            for batch in _decoded_batches(todo, bb, pool, batch_size, max_pixels, view):
                 ok = [(sha, arr) for sha, arr in batch if not isinstance(arr, ErrorRecord)]
                 bad.update({sha: arr.reason for sha, arr in batch if isinstance(arr, ErrorRecord)})
                 if ok:
@@ -151,14 +156,14 @@ def embed_samples(samples: Sequence[Sample], backbone: str | Backbone | Composit
                         cache.put_many(key, new)
                 bar.update(len(batch))
     kept: list[int] = []
-    for i, (s, h) in enumerate(zip(samples, hashed)):
+    for i, (s, h) in enumerate(zip(samples, keyed)):
         if isinstance(h, ErrorRecord):
             errors.append(h)
         elif h in bad:
             errors.append(ErrorRecord(str(s.path), bad[h]))
         else:
             kept.append(i)
-    X = np.stack([vectors[hashed[i]] for i in kept]).astype(np.float32) if kept else \
+    X = np.stack([vectors[keyed[i]] for i in kept]).astype(np.float32) if kept else \
         np.zeros((0, bb.embed_dim), dtype=np.float32)
     return Embeddings(X=X, samples=[samples[i] for i in kept], shas=[hashed[i] for i in kept],
                       backbone_id=bb.id, cache_key=key, preprocess=bb.preprocess.to_dict(), errors=errors,
@@ -181,6 +186,26 @@ def _embed_composite(samples: Sequence[Sample], bb: CompositeBackbone, desc: str
                       n_computed=max(p.n_computed for p in parts), n_cached=min(p.n_cached for p in parts))
 
 
+def embed_with_views(samples: Sequence[Sample], backbone: str | Backbone | CompositeBackbone,
+                     views: Sequence[str] = (), **kw: Any) -> Embeddings:
+    """`embed_samples`, then each view of `views` (each through its own cache entries), averaged per image
+    (`views.average_views`); no views is `embed_samples` itself. An image any view could not read is an error."""
+    plain = embed_samples(samples, backbone, **kw)
+    if not views or not plain.samples:
+        return plain
+    desc = kw.pop("desc", "embedding")
+    extra = [embed_samples(plain.samples, backbone, view=v, desc=f"{desc} ({v})", **kw) for v in views]
+    rows = [dict(zip(e.shas, e.X)) for e in extra]
+    keep = [all(sha in r for r in rows) for sha in plain.shas]
+    out = plain.subset(keep)
+    out.X = average_views([out.X, *[np.stack([r[sha] for sha in out.shas]) for r in rows]]) if out.shas else out.X
+    out.errors = plain.errors + [e for part in extra for e in part.errors]
+    out.n_computed = plain.n_computed + sum(e.n_computed for e in extra)
+    out.n_cached = plain.n_cached + sum(e.n_cached for e in extra)
+    out.views = tuple(views)
+    return out
+
+
 def join_member_embeddings(parts: Sequence[np.ndarray]) -> np.ndarray:
     """Members' unit embeddings side by side, scaled by 1/√n so the joined row is unit length too."""
     return (np.hstack(parts) / np.sqrt(len(parts))).astype(np.float32)
@@ -191,10 +216,12 @@ def members_of(backbone: Backbone | CompositeBackbone) -> tuple[Backbone, ...]:
     return backbone.members if isinstance(backbone, CompositeBackbone) else (backbone,)
 
 
-def preprocess_image(backbone: Backbone | CompositeBackbone, img: Image.Image) -> tuple[np.ndarray, ...]:
+def preprocess_image(backbone: Backbone | CompositeBackbone, img: Image.Image,
+                     view: str | None = None) -> tuple[np.ndarray, ...]:
     """The crop each member network sees, exactly as `embed_samples` prepares files (one crop for a plain
-    backbone): callers that decode images themselves, like the HTTP server, reuse it rather than redo it."""
-    return crops_for(member_preprocesses(backbone), img)
+    backbone; `view` as `embed_samples(view=)`): callers that decode images themselves, like the HTTP server,
+    reuse it rather than redo it."""
+    return tuple(view_crop(p, img, view) for p in member_preprocesses(backbone))
 
 
 def member_preprocesses(backbone: Backbone | CompositeBackbone) -> tuple[Preprocess, ...]:

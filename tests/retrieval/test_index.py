@@ -77,6 +77,24 @@ def test_add_drop_and_compaction_keep_answers_consistent(codes, factory):
     assert all(h.path not in gone for row in hits for h in row)
 
 
+@pytest.mark.parametrize("codes,approximate", [("pq", False), ("pq", True), ("float16", True), ("binary", False)])
+def test_compaction_keeps_every_live_code_as_it_was(tmp_path, codes, approximate):
+    """Removing dead rows must not re-quantise PQ codes or move IVF rows: the same answers, the same distances."""
+    base = synthetic(400)
+    idx = SimilarityIndex.build(base, codes=codes, approximate=approximate)
+    gone = {str(s.path) for s in base.samples[::3]}
+    idx.live &= np.array([r.path not in gone for r in idx.rows])  # marked dead, not yet compacted
+    queries = synthetic(30, seed=5)
+    before = idx.search(queries, 8)
+    idx.compact()
+    assert idx.index.ntotal == len(idx.rows) == idx.n_live == 400 - len(gone)
+    idx.save(tmp_path / "idx")
+    after = SimilarityIndex.load(tmp_path / "idx").search(queries, 8)
+    assert [[(h.path, h.distance) for h in row] for row in after] == [[(h.path, h.distance) for h in row]
+                                                                       for row in before]
+    assert len(SimilarityIndex.load(tmp_path / "idx").duplicates(threshold=1e-6)) == 0
+
+
 def test_same_class_only_and_exclude_duplicates():
     emb = synthetic()
     idx = SimilarityIndex.build(emb)

@@ -11,6 +11,7 @@ from .options import positive_float, positive_int
 EPILOG = {
     "index": "examples:\n  finegrain index data/birds -o birds.index --split train\n"
              "  finegrain index data/birds -o birds-pq.index --codes pq          # 64 bytes per image\n"
+             "  finegrain index data/birds -o birds.index --split train --tta whole+flip  # 4 views per image\n"
              "  finegrain index new_photos/ -o birds.index --add                 # append\n"
              "  finegrain index -o birds.index --drop-missing                    # forget deleted files\n"
              "  finegrain index data/birds -o tuned.index --model models/birds-tuned",
@@ -23,7 +24,7 @@ EPILOG = {
 
 
 def add_index_arguments(p: argparse.ArgumentParser) -> None:
-    from ..retrieval.settings import APPROXIMATE_ABOVE, CODES, TRANSFORMS
+    from ..retrieval.settings import APPROXIMATE_ABOVE, CODES, TRANSFORMS, TTA
 
     p.add_argument("data", nargs="?", default=None,
                    help="images to index: folder, manifest, CUB-style folder or a `finegrain embed` folder")
@@ -42,6 +43,11 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
                    help="embedding space: l2 (cosine), sqrt (power-normalised), whiten (sqrt + within-class "
                         "whitening learned on the labelled gallery); auto (default): whiten when labelled, else sqrt")
     p.add_argument("--dim", type=positive_int, default=None, help="whiten: keep this many principal components")
+    p.add_argument("--tta", choices=list(TTA), default=None,
+                   help="test-time views averaged with each image's plain crop (one network pass each, cached; "
+                        "queries are embedded the same way): flip its mirror image, whole the whole image, "
+                        "whole+flip both and the whole image mirrored (cub100 Recall@1 0.877 / 0.880 / 0.889 "
+                        "against 0.866); default none")
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,8 +103,9 @@ def run_index(args: argparse.Namespace) -> int:
         raise ConfigError("no DATA to index", expected="a folder, manifest or embeddings folder",
                           found="nothing", fix="e.g. finegrain index data/birds -o birds.index")
     if args.add or args.drop_missing:
-        if args.codes != "float32" or args.transform != "auto" or args.dim or args.approximate is not None:
-            raise ConfigError("--codes/--transform/--dim/--approximate cannot change an existing index",
+        if args.codes != "float32" or args.transform != "auto" or args.dim or args.approximate is not None \
+                or args.tta is not None:
+            raise ConfigError("--codes/--transform/--dim/--approximate/--tta cannot change an existing index",
                               expected="--add/--drop-missing alone", found="index settings given",
                               fix="rebuild without --add to change them")
         idx, added, dropped = update_index(args.output, args.data,
@@ -108,12 +115,13 @@ def run_index(args: argparse.Namespace) -> int:
         return 0
     idx = build_index(args.data, args.output, backbone=args.backbone, model=args.model, splits=args.split,
                       codes=args.codes, approximate=args.approximate, transform=args.transform, dim=args.dim,
-                      cache_dir=args.cache_dir, **embed_kwargs(args))
+                      tta=args.tta or "none", cache_dir=args.cache_dir, **embed_kwargs(args))
     m = idx.meta
     if m.get("n_unreadable"):
         print(f"finegrain: {m['n_unreadable']} file(s) could not be read and were not indexed", file=sys.stderr)
-    info(args, f"indexed {idx.n_live} images ({m['backbone']}, transform {m['transform']}, {m['factory']}, "
-                f"{m['bytes_per_image']:.0f} bytes per image) in {m['build_seconds']:.1f}s → {args.output}")
+    info(args, f"indexed {idx.n_live} images ({m['backbone']}, tta {m['tta']}, transform {m['transform']}, "
+                f"{m['factory']}, {m['bytes_per_image']:.0f} bytes per image) in {m['build_seconds']:.1f}s → "
+                f"{args.output}")
     return 0
 
 
@@ -198,7 +206,7 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         s = report["index_settings"]
         print(f"{report['n_queries']} queries ({report['split'] or 'all'}) against {report['n_gallery']} indexed "
-              f"images; {s['backbone']}, transform {s['transform']}, {s['factory']}, "
+              f"images; {s['backbone']}, tta {s['tta']}, transform {s['transform']}, {s['factory']}, "
               f"{s['bytes_per_image']} bytes/image, {report['ms_per_query']} ms/query")
         print(text_table(["metric", "value"], [[k, f"{v:.4f}"] for k, v in report["metrics"].items()], align_right=[1]))
     if report["queries_also_in_gallery"]:

@@ -16,6 +16,7 @@ from ..errors import ConfigError, DataError
 from ..progress import phase
 from .index import Neighbour, SimilarityIndex
 from .metrics import retrieval_metrics
+from .settings import TTA
 
 
 def resolve_backbone(backbone: str | None = None, model: str | Path | None = None) -> tuple[Any, str | None]:
@@ -74,14 +75,20 @@ def load_ray_embeddings(data: str | Path) -> Embeddings:
 
 def embed_data(data: str | Path, backbone: Any, *, splits: Sequence[str] | None = None,
                cache_dir: str | Path | None = None, batch_size: int = 32, workers: int = 2,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False) -> Embeddings:
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False, tta: str = "none") -> Embeddings:
     """Embeddings of DATA (images, a manifest, a CUB-style folder, a `finegrain embed` folder, or the Parquet
-    shards of `finegrain embed --engine ray`), only the given splits when it has splits."""
+    shards of `finegrain embed --engine ray`), only the given splits when it has splits; `tta` adds test-time
+    views (`settings.TTA`), which only images allow: stored embeddings hold the plain crop alone."""
     from ..data.sources import load_data
-    from ..embed import embed_samples, is_embeddings_dir, load_embeddings
+    from ..embed import embed_with_views, is_embeddings_dir, load_embeddings
     from ..store import EmbeddingCache
 
+    views = tta_views(tta)
     if is_embeddings_dir(data) or is_ray_embeddings(data):
+        if views:
+            raise ConfigError(f"{data} holds stored embeddings of the plain crop only", expected=f"images to "
+                              f"embed with --tta {tta}", found="a `finegrain embed` output", fix="point at the "
+                              "images themselves, or index with --tta none")
         emb = load_embeddings(data) if is_embeddings_dir(data) else load_ray_embeddings(data)
         if splits:
             emb = emb.subset([s.split in splits for s in emb.samples])
@@ -96,8 +103,16 @@ def embed_data(data: str | Path, backbone: Any, *, splits: Sequence[str] | None 
                               fix="leave out --split, or name a split the data has")
         samples = ds.select(splits)
     with EmbeddingCache(cache_dir) as cache:
-        return embed_samples(samples, backbone, cache=cache, batch_size=batch_size, workers=workers,
-                             max_pixels=max_pixels, progress=progress)
+        return embed_with_views(samples, backbone, views, cache=cache, batch_size=batch_size, workers=workers,
+                                max_pixels=max_pixels, progress=progress)
+
+
+def tta_views(tta: str) -> tuple[str, ...]:
+    """The views a `--tta` value embeds besides the plain crop (`settings.TTA`)."""
+    if tta not in TTA:
+        raise ConfigError(f"unknown test-time augmentation '{tta}'", expected=", ".join(TTA), found=tta,
+                          fix="e.g. --tta flip (each image averaged with its mirror image)")
+    return TTA[tta]
 
 
 def _index_backbone(index: SimilarityIndex) -> Any:
@@ -112,11 +127,14 @@ def _index_backbone(index: SimilarityIndex) -> Any:
 
 def build_index(data: str | Path, output: str | Path, *, backbone: str | None = None, model: str | Path | None = None,
                 splits: Sequence[str] | None = None, codes: str = "float32", approximate: bool | None = None,
-                transform: str = "auto", dim: int | None = None, cache_dir: str | Path | None = None,
-                **embed_kw: Any) -> SimilarityIndex:
-    """Embed DATA and write a new index to OUTPUT (replacing any index there, atomically)."""
+                transform: str = "auto", dim: int | None = None, tta: str = "none",
+                cache_dir: str | Path | None = None, **embed_kw: Any) -> SimilarityIndex:
+    """Embed DATA and write a new index to OUTPUT (replacing any index there, atomically). `tta` (a key of
+    `settings.TTA`) averages each image's embedding with those of its test-time views (e.g. 'flip': its mirror
+    image); the index records it, and every query and addition is embedded alike."""
     bb, source = resolve_backbone(backbone, model)
-    emb = embed_data(data, bb if bb is not None else DEFAULT_BACKBONE, splits=splits, cache_dir=cache_dir, **embed_kw)
+    emb = embed_data(data, bb if bb is not None else DEFAULT_BACKBONE, splits=splits, cache_dir=cache_dir, tta=tta,
+                     **embed_kw)
     if bb is not None and emb.cache_key != bb.cache_key:  # DATA was embedded beforehand, with another network
         raise DataError(f"{data} holds embeddings of '{emb.backbone_id}', not of the backbone asked for",
                         expected=f"embeddings of '{bb.id}'", found=f"'{emb.backbone_id}' (key {emb.cache_key})",
@@ -140,7 +158,7 @@ def update_index(output: str | Path, data: str | Path | None = None, *, drop_mis
     if data is not None:
         bb, _ = resolve_backbone(backbone, model)
         emb = embed_data(data, bb if bb is not None else _index_backbone(idx), splits=splits, cache_dir=cache_dir,
-                         **embed_kw)
+                         tta=idx.tta, **embed_kw)
         idx.check_embeddings(emb, "the new images")
         changed = {str(s.path): sha for s, sha in zip(emb.samples, emb.shas)}
         dropped += idx.drop(lambda r: changed.get(r.path, r.sha256) == r.sha256)
@@ -155,15 +173,17 @@ def update_index(output: str | Path, data: str | Path | None = None, *, drop_mis
 def query_embeddings(index: SimilarityIndex, inputs: Sequence[str | Path], *, backbone: str | None = None,
                      model: str | Path | None = None, cache_dir: str | Path | None = None,
                      **embed_kw: Any) -> Embeddings:
-    """Embed query images with the index's backbone (or the one given, which the index then checks)."""
+    """Embed query images with the index's backbone (or the one given, which the index then checks) and its
+    test-time views."""
     from ..data.sources import collect_inputs
-    from ..embed import embed_samples
+    from ..embed import embed_with_views
     from ..store import EmbeddingCache
 
     bb, _ = resolve_backbone(backbone, model)
     samples = collect_inputs(list(inputs))
     with EmbeddingCache(cache_dir) as cache:
-        return embed_samples(samples, bb if bb is not None else _index_backbone(index), cache=cache, **embed_kw)
+        return embed_with_views(samples, bb if bb is not None else _index_backbone(index), tta_views(index.tta),
+                                cache=cache, **embed_kw)
 
 
 def search(index: str | Path | SimilarityIndex, inputs: Sequence[str | Path], *, k: int = 10,
@@ -222,7 +242,8 @@ def eval_retrieval(index: str | Path | SimilarityIndex, data: str | Path, *, spl
     if split is not None and not is_embeddings_dir(data) and not is_ray_embeddings(data) \
             and not load_data(data).has_splits:
         split = None  # data without splits: every image is a query
-    emb = embed_data(data, _index_backbone(idx), splits=[split] if split else None, cache_dir=cache_dir, **embed_kw)
+    emb = embed_data(data, _index_backbone(idx), splits=[split] if split else None, cache_dir=cache_dir,
+                     tta=idx.tta, **embed_kw)
     idx.check_embeddings(emb)
     emb = emb.subset([s.label is not None for s in emb.samples])
     gallery = [r.label for r, ok in zip(idx.rows, idx.live) if ok and r.label is not None]
@@ -242,9 +263,9 @@ def eval_retrieval(index: str | Path | SimilarityIndex, data: str | Path, *, spl
             "split": split, "n_queries": len(emb.samples), "n_gallery": idx.n_live, "n_unreadable": len(emb.errors),
             "queries_also_in_gallery": leaked, "metrics": metrics,
             "ms_per_query": round(1000 * seconds / len(emb.samples), 3),
-            "index_settings": {key: idx.meta.get(key) for key in ("backbone", "transform", "codes", "factory",
-                                                                  "dim", "bytes_per_image")}}
+            "index_settings": {"tta": idx.tta, **{key: idx.meta.get(key) for key in (
+                "backbone", "transform", "codes", "factory", "dim", "bytes_per_image")}}}
 
 
-__all__ = ["build_index", "update_index", "search", "duplicates", "eval_retrieval", "embed_data",
+__all__ = ["build_index", "update_index", "search", "duplicates", "eval_retrieval", "embed_data", "tta_views",
            "query_embeddings", "resolve_backbone", "neighbour_labels"]

@@ -11,8 +11,9 @@ Layout of an index folder (written to a staging folder, then swapped in atomical
     index.faiss           faiss's own serialisation (no pickle)
     transform.safetensors the transform's arrays (gallery mean, whitening projection), when it has any
 
-Removed files are marked `live=0` and filtered out of every answer; with float codes the index is compacted
-(rebuilt from its own vectors) once a tenth of its rows are dead.
+Removed files are marked `live=0` and filtered out of every answer; once a tenth of the rows are dead the
+index is compacted: faiss removes them, every live row keeping its code as it was (PQ and IVF codes are not
+re-quantised).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from ..embed import PATH_BYTES, Embeddings
 from ..errors import ConfigError, DataError, FinegrainError
-from .settings import APPROXIMATE_ABOVE, CODES, DUPLICATE_THRESHOLDS
+from .settings import APPROXIMATE_ABOVE, CODES, DUPLICATE_THRESHOLDS, TTA
 from .transform import Transform, fit_transform
 
 INDEX_FORMAT = "finegrain-index/1"
@@ -126,7 +127,8 @@ class SimilarityIndex:
         meta = {"format": INDEX_FORMAT, "backbone": emb.backbone_id, "cache_key": emb.cache_key,
                 "preprocess": emb.preprocess, "backbone_source": backbone_source, "transform": tf.kind,
                 "dim": d, "embed_dim": int(emb.X.shape[1]), "codes": codes, "factory": factory,
-                "approximate": approx, "ef_search": HNSW_EF_SEARCH, "nprobe": IVF_NPROBE, **(extra_meta or {})}
+                "approximate": approx, "ef_search": HNSW_EF_SEARCH, "nprobe": IVF_NPROBE, "tta": _tta_of(emb),
+                **(extra_meta or {})}
         out = cls(meta, [], np.zeros(0, dtype=bool), tf, index, binary_mean)
         out._append(V, emb)
         out.meta["build_seconds"] = round(time.perf_counter() - t0, 3)
@@ -140,8 +142,19 @@ class SimilarityIndex:
         self.rows += [Row(str(s.path), s.label, s.split, sha) for s, sha in zip(emb.samples, emb.shas)]
         self.live = np.concatenate([self.live, np.ones(len(V), dtype=bool)])
 
+    @property
+    def tta(self) -> str:
+        """The test-time augmentation its images were embedded with (`settings.TTA`); queries get the same."""
+        return self.meta.get("tta", "none")
+
     def check_embeddings(self, emb: Embeddings, what: str = "queries") -> None:
-        """Refuse embeddings from any other network or preprocessing than the index's."""
+        """Refuse embeddings from any other network, preprocessing or test-time views than the index's."""
+        if tuple(emb.views) != TTA[self.tta]:
+            raise DataError(f"{what} were embedded with other test-time views than this index",
+                            expected=f"views {list(TTA[self.tta])} (the index's --tta {self.tta})",
+                            found=f"views {list(emb.views)}",
+                            fix="embed them through finegrain.retrieval (search, query_embeddings), which uses the "
+                                "index's views, or rebuild the index with the --tta they were embedded with")
         if emb.cache_key != self.meta["cache_key"]:
             raise DataError(f"{what} were embedded with another backbone than this index",
                             expected=f"embeddings of '{self.meta['backbone']}' (key {self.meta['cache_key']})",
@@ -163,22 +176,29 @@ class SimilarityIndex:
         """Mark rows for which `keep` is false as removed; returns how many were removed."""
         gone = np.array([ok and not keep(r) for r, ok in zip(self.rows, self.live)], dtype=bool)
         self.live &= ~gone
-        if self.meta["codes"] in ("float32", "float16", "binary") and \
-                (~self.live).sum() > COMPACT_DEAD_FRACTION * len(self.live):
-            self._compact()
+        if (~self.live).sum() > COMPACT_DEAD_FRACTION * len(self.live):
+            self.compact()
         return int(gone.sum())
 
-    def _compact(self) -> None:
-        """Rebuild the faiss index from the live rows' stored vectors (exact for float and binary codes)."""
+    def compact(self) -> None:
+        """Take the dead rows out of the faiss index and renumber the rest in order. faiss removes them itself,
+        leaving each live row's code untouched (decoding and re-adding would re-quantise PQ codes, and move IVF
+        rows between lists); a graph (HNSW), which cannot remove, is rebuilt from its stored vectors."""
         faiss = _faiss()
         keep = np.flatnonzero(self.live)
-        if hasattr(self.index, "nprobe"):
-            self.index.make_direct_map()
-        stored = self.index.reconstruct_n(0, self.index.ntotal)[keep]
-        index = _new_index(faiss, self.meta["factory"], self.meta["dim"], stored)
-        if len(stored):
-            index.add(np.ascontiguousarray(stored))
-        self.index, self.rows, self.live = index, [self.rows[i] for i in keep], np.ones(len(keep), dtype=bool)
+        if hasattr(self.index, "hnsw"):
+            stored = self.index.reconstruct_n(0, self.index.ntotal)[keep]
+            self.index = _new_index(faiss, self.meta["factory"], self.meta["dim"], stored)
+            if len(stored):
+                self.index.add(np.ascontiguousarray(stored))
+        else:
+            ivf = None if self.meta["codes"] == "binary" else faiss.try_extract_index_ivf(self.index)
+            if ivf is not None:
+                ivf.set_direct_map_type(faiss.DirectMap.NoMap)  # removal needs it off; `duplicates` remakes it
+            self.index.remove_ids(np.flatnonzero(~self.live).astype(np.int64))
+            if ivf is not None:
+                _renumber_ivf(faiss, ivf, keep)
+        self.rows, self.live = [self.rows[i] for i in keep], np.ones(len(keep), dtype=bool)
 
     # --- searching ---------------------------------------------------------------------------------------
     @property
@@ -365,6 +385,28 @@ class SimilarityIndex:
         return np.stack([self.index.reconstruct(int(i)) for i in rows]).astype(np.float32)
 
 
+def _renumber_ivf(faiss: Any, ivf: Any, keep: np.ndarray) -> None:
+    """After faiss removed rows from an inverted file, its lists still hold the old row numbers: map each to
+    its position among the kept rows (`keep`, ascending), so row numbers stay positions in rows.csv."""
+    lists = ivf.invlists
+    for list_no in range(ivf.nlist):
+        n = lists.list_size(list_no)
+        if n:
+            ids = np.searchsorted(keep, faiss.rev_swig_ptr(lists.get_ids(list_no), n)).astype(np.int64)
+            codes = faiss.rev_swig_ptr(lists.get_codes(list_no), n * lists.code_size).copy()
+            lists.update_entries(list_no, 0, n, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+
+
+def _tta_of(emb: Embeddings) -> str:
+    """The `--tta` name of the views embeddings were averaged over (an index stores the name)."""
+    for name, views in TTA.items():
+        if views == tuple(emb.views):
+            return name
+    raise ConfigError("these embeddings average test-time views no --tta choice names", expected="views of one of: "
+                      + ", ".join(f"{k} {list(v)}" for k, v in TTA.items()), found=str(list(emb.views)),
+                      fix="embed with finegrain.embed.embed_with_views and the views of a --tta choice")
+
+
 def _bad(path: Path, what: str, expected: str, found: str) -> DataError:
     return DataError(f"index file {path} {what}", expected=expected, found=found,
                      fix="rebuild the index with `finegrain index DATA -o INDEX`")
@@ -386,10 +428,11 @@ def _read_meta(d: Path) -> dict[str, Any]:
     needed = {"backbone": str, "cache_key": str, "transform": str, "codes": str, "factory": str, "dim": int,
               "embed_dim": int, "approximate": bool, "ef_search": int, "nprobe": int}
     wrong = [k for k, t in needed.items() if not isinstance(meta.get(k), t)]
-    if wrong or meta["codes"] not in CODES or meta["transform"] not in ("l2", "sqrt", "whiten"):
+    if wrong or meta["codes"] not in CODES or meta["transform"] not in ("l2", "sqrt", "whiten") \
+            or meta.get("tta", "none") not in TTA:
         raise _bad(path, "lacks required keys or has wrong values",
-                   f"{', '.join(needed)} with their types; codes in {', '.join(CODES)}",
-                   f"bad or missing: {', '.join(wrong) or 'codes/transform'}")
+                   f"{', '.join(needed)} with their types; codes in {', '.join(CODES)}; tta in {', '.join(TTA)}",
+                   f"bad or missing: {', '.join(wrong) or 'codes/transform/tta'}")
     return meta
 
 

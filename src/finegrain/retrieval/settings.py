@@ -9,3 +9,7 @@ APPROXIMATE_ABOVE = 100_000  # exact search up to this many images (≈ 5 ms per
 # 0.00–0.09 (median 0.05) while distinct gallery images are ≥ 0.05 apart (1 % quantile 0.11); whitening stretches
 # both (copies 0.13–0.42, distinct ≥ 0.27, 1 % quantile 0.48). Index with --transform sqrt to hunt duplicates.
 DUPLICATE_THRESHOLDS = {"l2": 0.05, "sqrt": 0.05, "whiten": 0.25}
+# --tta: the views embedded besides the plain crop and averaged with it (finegrain.views); each costs one more
+# network pass per image. cub100, stock lite0, whitened, Recall@1: none 0.866, flip 0.877, whole 0.880,
+# whole+flip 0.889 (benchmarks/retrieval.py --part views).
+TTA = {"none": (), "flip": ("flip",), "whole": ("whole",), "whole+flip": ("flip", "whole", "whole-flip")}
