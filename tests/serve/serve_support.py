@@ -66,12 +66,12 @@ def wait_ready(client, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def make_client(models: dict, **settings):
+def make_client(models: dict, index=None, **settings):
     from fastapi.testclient import TestClient
 
     from finegrain.serve import ServeSettings, create_app
 
-    return TestClient(create_app(models, ServeSettings(**settings)), raise_server_exceptions=False)
+    return TestClient(create_app(models, ServeSettings(**settings), index), raise_server_exceptions=False)
 
 
 @pytest.fixture
@@ -80,3 +80,14 @@ def client(classifier, tmp_path):
                      cache_dir=tmp_path / "cache") as c:
         wait_ready(c)
         yield c
+
+
+@pytest.fixture(scope="session")
+def index_dir(tmp_path_factory, serve_data, model_dir) -> Path:
+    """A similar-image index of the training images, embedded with the served model's backbone."""
+    from finegrain.cli.main import main
+
+    out = tmp_path_factory.mktemp("index") / "birds.index"
+    assert main(["index", str(serve_data), "-o", str(out), "--model", str(model_dir), "--split", "train", "-q",
+                 "--cache-dir", str(out.parent / "cache")]) == 0
+    return out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_support import bird, model_dir, serve_data  # noqa: F401 - fixtures
+from serve_support import bird, index_dir, model_dir, serve_data  # noqa: F401 - fixtures
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -39,11 +39,11 @@ def get_status(url: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def live_server(model_dir, tmp_path_factory):
+def live_server(model_dir, index_dir, tmp_path_factory):
     port = free_port()
     env = {**os.environ, "FINEGRAIN_CACHE_DIR": str(tmp_path_factory.mktemp("live-cache"))}
-    proc = subprocess.Popen([sys.executable, "-m", "finegrain", "serve", str(model_dir), "--port", str(port), "-q"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "finegrain", "serve", str(model_dir), "--port", str(port), "-q",
+                             "--index", str(index_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while get_status(base + "/readyz") != 200:
@@ -72,7 +72,7 @@ def test_real_server_answers_over_http_and_stops_cleanly(live_server):
 
 @pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                     reason="headless Chromium not installed (Debian: apt-get install chromium chromium-driver)")
-def test_page_in_headless_chromium_shows_top5_overlay_and_readable_errors(live_server, tmp_path):
+def test_page_in_headless_chromium_shows_top5_overlay_index_neighbours_and_readable_errors(live_server, tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -98,6 +98,10 @@ def test_page_in_headless_chromium_shows_top5_overlay_and_readable_errors(live_s
         assert len(rows) == 3 and "blue jay" in rows[0].text  # 3 classes, best first
         assert "blue jay" in card.find_element(By.CSS_SELECTOR, ".verdict").text
         assert card.find_elements(By.CSS_SELECTOR, ".neighbours img")
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".card .index-block").is_displayed())
+        similar = card.find_elements(By.CSS_SELECTOR, ".index-neighbours li")
+        assert len(similar) == 5 and "blue jay · distance" in similar[0].text
+        assert similar[0].find_element(By.TAG_NAME, "img").get_attribute("src").startswith("data:image/jpeg;base64,")
         driver.find_element(By.ID, "files").send_keys(str(broken))
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".card .error").is_displayed())
         error = driver.find_element(By.CSS_SELECTOR, ".card .error").text

@@ -42,6 +42,7 @@ EPILOG = {
             "  finegrain soup models/a models/b models/c -o models/birds-soup --method greedy",
     "serve": "examples:\n  finegrain serve models/birds   # then open http://127.0.0.1:8000/\n"
              "  finegrain serve birds=models/birds plankton=models/plankton --port 8080 --api-key SECRET\n"
+             "  finegrain serve models/birds --index birds.index   # the page shows the nearest indexed photos\n"
              "  curl -F files=@photo.jpg 'http://127.0.0.1:8000/v1/models/birds/predict?top_k=5'",
     "fewshot-eval": "examples:\n  finegrain fewshot-eval data/birds --ways 5 --shots 1 --queries 15 --episodes 600 --seed 0\n"
                     "  finegrain fewshot-eval embeddings/birds --ways 5 --shots 1 --imbalanced --format json",

@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request before 504 (default 30)")
     p.add_argument("--neighbours", type=non_negative_int, default=5,
                    help="nearest training images per explanation (default 5; 0: none)")
+    p.add_argument("--index", type=Path, default=None,
+                   help="a `finegrain index` folder: the page and POST /v1/models/NAME/neighbours show its images "
+                        "nearest to each photo (for the models whose backbone built it)")
     add_common_options(p)
 
 
@@ -109,7 +112,11 @@ def run(args: argparse.Namespace) -> int:
     dirs = model_dirs(args.models)
     settings = settings_from(args)
     check_port_free(args.host, args.port)
-    app = create_app({name: Classifier.load(d) for name, d in dirs.items()}, settings)
+    index = None
+    if args.index is not None:
+        from ..retrieval.index import SimilarityIndex
+        index = SimilarityIndex.load(args.index)
+    app = create_app({name: Classifier.load(d) for name, d in dirs.items()}, settings, index)
     if args.host not in LOOPBACK and settings.api_key is None:
         print(f"finegrain serve: warning: listening on {args.host} without --api-key: anyone who can reach "
               "this machine can use the models", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""`create_app(models)`: the FastAPI app behind `finegrain serve` — JSON API, OpenAPI schema, metrics, web page.
+"""`create_app(models)`: the FastAPI app behind `finegrain serve` — JSON API, OpenAPI schema, metrics, web page;
+with an `index`, the nearest indexed images of an upload as well.
 
 Mount it in another ASGI app as it is: it starts its pools and batchers on its first request when no lifespan
 runs it.
@@ -10,7 +11,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Mapping
 
 from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -25,10 +26,13 @@ from ..pipeline import Classifier
 from . import metrics as prom
 from .errors import ApiError, library_error
 from .models import ServedModel
-from .schemas import ErrorBody, ExplainResponse, ModelsResponse, PredictResponse
+from .schemas import ErrorBody, ExplainResponse, ModelsResponse, NeighboursResponse, PredictResponse
 from .settings import ServeSettings
 from .state import ServeState
 from .uploads import read_uploads
+
+if TYPE_CHECKING:
+    from ..retrieval.index import SimilarityIndex
 
 log = logging.getLogger("finegrain")
 
@@ -43,16 +47,25 @@ IMAGE_BODY = {"requestBody": {"required": True, "content": {
                                        "properties": {"files": {"type": "array", "items": _BINARY}}}},
     "image/*": {"schema": _BINARY}, "application/octet-stream": {"schema": _BINARY}}}}
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 503, 504)}
+MAX_INDEX_K = 50  # nearest indexed images per upload (each comes with a thumbnail read from disk)
 
 
-def create_app(models: Mapping[str, Classifier], settings: ServeSettings | None = None) -> FastAPI:
+def create_app(models: Mapping[str, Classifier], settings: ServeSettings | None = None,
+               index: "SimilarityIndex | None" = None) -> FastAPI:
     """A FastAPI app serving `models` ({URL name: Classifier}) under /v1/models/{name}/..., with /healthz,
-    /readyz, /metrics, /openapi.json and the web page at /."""
+    /readyz, /metrics, /openapi.json and the web page at /. `index` (a `finegrain index`, loaded) adds the
+    nearest indexed images of uploads for the models whose network embedded it; refused when none did."""
     settings = settings or ServeSettings()
     if not models:
         raise ConfigError("no model to serve", expected="at least one model", found="none",
                           fix="pass model folders written by `finegrain fit`")
-    state = ServeState({name: ServedModel(name, clf, settings) for name, clf in models.items()}, settings)
+    state = ServeState({name: ServedModel(name, clf, settings) for name, clf in models.items()}, settings, index)
+    if index is not None and all(m.index_mismatch(index) for m in state.models.values()):
+        raise ConfigError("the index holds embeddings of none of the served models",
+                          expected="embeddings of " + ", ".join(f"'{c.backbone_id}' (key {c.cache_key})"
+                                                                 for c in models.values()),
+                          found=f"'{index.meta['backbone']}' (key {index.meta['cache_key']})",
+                          fix="build it with finegrain index DATA -o INDEX --model MODEL_DIR")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -165,7 +178,8 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
     @app.get("/v1/models", tags=["models"], response_model=ModelsResponse, responses={401: {"model": ErrorBody}},
              dependencies=[Depends(require_api_key)])
     async def list_models() -> dict[str, Any]:
-        return {"models": [m.info() for m in state.models.values()], "api_key_required": settings.api_key is not None}
+        return {"models": [state.model_info(m) for m in state.models.values()],
+                "api_key_required": settings.api_key is not None}
 
     @app.post("/v1/models/{name}/predict", tags=["models"], response_model=PredictResponse, responses=ERRORS,
               openapi_extra=IMAGE_BODY, dependencies=[Depends(require_api_key)],
@@ -200,3 +214,21 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
         state.require_ready()
         uploads = await read_uploads(request, settings.max_upload_bytes, 1)
         return await state.within_timeout(state.explain(served, uploads[0], method, target, neighbours))
+
+    @app.post("/v1/models/{name}/neighbours", tags=["models"], response_model=NeighboursResponse,
+              responses={**ERRORS, 409: {"model": ErrorBody}}, openapi_extra=IMAGE_BODY,
+              dependencies=[Depends(require_api_key)],
+              summary="the nearest images of the server's similar-image index (`--index`) for each image")
+    async def neighbours(name: str, request: Request,
+                         k: int = Query(5, ge=1, le=MAX_INDEX_K, description="nearest indexed images per image"),
+                         exclude_duplicates: bool = Query(False, description="leave out the image's own file and "
+                                                                             "its near-copies")) -> dict[str, Any]:
+        served = state.model(name)
+        index = state.require_index(served)
+        state.require_ready()
+        uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_images)
+        results = await state.within_timeout(state.neighbours(served, index, uploads, k, exclude_duplicates))
+        m = index.meta
+        return {"model": name, "results": results, "provenance": served.provenance,
+                "index": {"n_images": index.n_live, "backbone": m["backbone"], "tta": index.tta,
+                          "transform": m["transform"], "codes": m["codes"]}}

@@ -1,13 +1,15 @@
 """A served model: the `Classifier` the CLI uses, plus what answering over HTTP needs (decoding of uploads,
-the backbone call behind the micro-batcher, a compact provenance, training images for explanations)."""
+the backbone call behind the micro-batcher, a compact provenance, training images for explanations, and the
+nearest images of a `finegrain index` searched with the same `SimilarityIndex` code as `finegrain search`)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -20,6 +22,9 @@ from ..pipeline import Classifier
 from .errors import ApiError
 from .settings import ServeSettings
 from .uploads import Upload
+
+if TYPE_CHECKING:
+    from ..retrieval.index import SimilarityIndex
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 UNKNOWN_OFF = "off"
@@ -69,10 +74,11 @@ class ServedModel:
             from ..explain import reference_embeddings
             self.reference = reference_embeddings(self.classifier, cache_dir=self.settings.cache_dir, progress=False)
 
-    def decode(self, upload: Upload) -> tuple[np.ndarray, ...]:
-        """The crops the backbone sees; ImageError (with the reason) for anything that is not a usable image."""
+    def decode(self, upload: Upload, views: Sequence[str] = ()) -> list[tuple[np.ndarray, ...]]:
+        """The crops the backbone sees: the plain crop, then one per test-time view (`finegrain.views`), from
+        one decoding; ImageError (with the reason) for anything that is not a usable image."""
         img = load_rgb_bytes(upload.data, upload.filename, max_pixels=self.settings.max_pixels)
-        return preprocess_image(self.backbone, img)
+        return [preprocess_image(self.backbone, img, view) for view in (None, *views)]
 
     def embed_crops(self, crops: list[tuple[np.ndarray, ...]]) -> np.ndarray:
         return embed_preprocessed(self.backbone, crops, runtime=self.settings.runtime, cache_dir=self.settings.cache_dir)
@@ -117,6 +123,29 @@ class ServedModel:
             del row["path"]
         return rows
 
+    def index_mismatch(self, index: "SimilarityIndex") -> str | None:
+        """Why the index cannot answer for this model (it holds another network's embeddings), or None."""
+        if index.meta["cache_key"] == self.classifier.cache_key:
+            return None
+        return (f"model '{self.name}' embeds images with '{self.classifier.backbone_id}', but the index holds "
+                f"embeddings of another network; expected an index of '{self.classifier.backbone_id}' (key "
+                f"{self.classifier.cache_key}); found '{index.meta['backbone']}' (key {index.meta['cache_key']})")
+
+    def index_neighbours(self, index: "SimilarityIndex", X: np.ndarray, uploads: Sequence[Upload], k: int,
+                         exclude_duplicates: bool) -> list[list[dict[str, Any]]]:
+        """The k nearest indexed images of each embedded upload (X already averaged over the index's views),
+        through `SimilarityIndex.search` as `finegrain search` calls it; `exclude_duplicates` leaves out the
+        upload's own file (same content) and its near-copies."""
+        from ..retrieval.settings import TTA
+
+        samples = [Sample(Path(f"#{i}")) for i in range(len(X))]
+        shas = [hashlib.sha256(u.data).hexdigest() for u in uploads]
+        emb = Embeddings(X, samples, shas, self.classifier.backbone_id, self.classifier.cache_key,
+                         dict(self.classifier.preprocess), views=TTA[index.tta])
+        hits = index.search(emb, k, exclude_duplicates=exclude_duplicates)
+        return [[{"name": Path(h.path).name, "label": h.label, "distance": round(h.distance, 6),
+                  "sha256": h.sha256, "thumbnail_jpeg_base64": thumbnail_base64(h.path)} for h in row] for row in hits]
+
     def threshold_of(self, unknown: str | float | None) -> float | None:
         return self.auto_threshold if unknown == "auto" else unknown  # type: ignore[return-value]
 
@@ -142,15 +171,20 @@ def png_base64(image: np.ndarray) -> str:
 
 def neighbour_json(path: str, label: str | None, similarity: float) -> dict[str, Any]:
     """A training image by its file name, label and a small JPEG: the server's own paths are not given out."""
+    return {"name": Path(path).name, "label": label, "similarity": round(float(similarity), 6),
+            "thumbnail_jpeg_base64": thumbnail_base64(path)}
+
+
+def thumbnail_base64(path: str) -> str | None:
+    """A small square JPEG of a server-side image, inlined in the answer (so no route ever serves files by
+    path), or None when the file cannot be read."""
     from PIL import Image
 
     from ..explain.render import thumbnail
 
     thumb = thumbnail(path, THUMBNAIL_PX)
-    jpeg = None
-    if thumb is not None:
-        buf = io.BytesIO()
-        Image.fromarray(thumb).save(buf, format="JPEG", quality=85)
-        jpeg = base64.b64encode(buf.getvalue()).decode("ascii")
-    return {"name": Path(path).name, "label": label, "similarity": round(float(similarity), 6),
-            "thumbnail_jpeg_base64": jpeg}
+    if thumb is None:
+        return None
+    buf = io.BytesIO()
+    Image.fromarray(thumb).save(buf, format="JPEG", quality=85)
+    return base64.b64encode(buf.getvalue()).decode("ascii")

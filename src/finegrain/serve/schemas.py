@@ -73,11 +73,43 @@ class ExplainResponse(BaseModel):
     provenance: Provenance
 
 
+class IndexNeighbour(BaseModel):
+    name: str  # the file name only: the server's paths are not given out
+    label: Optional[str] = None
+    distance: float  # 1 − cosine in the index's space
+    sha256: str  # the indexed file's content hash (with ':box=…' for a crop box), to find it in the collection
+    thumbnail_jpeg_base64: Optional[str] = None
+
+
+class NeighboursResult(BaseModel):
+    filename: str
+    status: str
+    neighbours: list[IndexNeighbour] = []
+    error: Optional[str] = None
+    error_code: Optional[str] = None
+
+
+class IndexInfo(BaseModel):
+    n_images: int
+    backbone: str
+    tta: str
+    transform: str
+    codes: str
+
+
+class NeighboursResponse(BaseModel):
+    model: str
+    index: IndexInfo
+    results: list[NeighboursResult]
+    provenance: Provenance
+
+
 class ModelInfo(BaseModel):
     name: str
     classes: list[str]
     unknown_threshold: Optional[float] = None
     explain: bool
+    similar_images: bool  # POST .../neighbours answers for this model (the server's index holds its embeddings)
     provenance: Provenance
 
 

@@ -1,4 +1,5 @@
-"""What one server holds while it runs: the models, thread pools, micro-batchers, metrics and readiness.
+"""What one server holds while it runs: the models, the similar-image index, thread pools, micro-batchers,
+metrics and readiness.
 
 Started lazily on the first request as well as by the app's lifespan, so an app mounted inside another ASGI
 app (whose lifespan Starlette does not run) works too.
@@ -9,9 +10,10 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Awaitable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Sequence, TypeVar
 
 from ..errors import ImageError
+from ..views import average_views
 from .batcher import MicroBatcher, QueueFullError
 from .errors import ApiError, image_error
 from .metrics import Metrics
@@ -19,14 +21,20 @@ from .models import ServedModel
 from .settings import ServeSettings
 from .uploads import Upload
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..retrieval.index import SimilarityIndex
+
 log = logging.getLogger("finegrain")
 T = TypeVar("T")
 RETRY_AFTER_S = "1"
 
 
 class ServeState:
-    def __init__(self, models: dict[str, ServedModel], settings: ServeSettings) -> None:
-        self.models, self.settings, self.metrics = models, settings, Metrics()
+    def __init__(self, models: dict[str, ServedModel], settings: ServeSettings,
+                 index: "SimilarityIndex | None" = None) -> None:
+        self.models, self.settings, self.metrics, self.index = models, settings, Metrics(), index
         self.batchers: dict[str, MicroBatcher] = {}
         self.ready, self.warmup_error = False, None
         self._started = False
@@ -79,6 +87,23 @@ class ServeState:
                            fix=f"use one of: {', '.join(self.models)} (GET /v1/models lists them)")
         return self.models[name]
 
+    def model_info(self, served: ServedModel) -> dict[str, Any]:
+        """GET /v1/models' entry: the model's info, and whether the index answers for it."""
+        return {**served.info(), "similar_images": self.index is not None and served.index_mismatch(self.index) is None}
+
+    def require_index(self, served: ServedModel) -> "SimilarityIndex":
+        """The index, when it holds embeddings of this model's network: 404 without one, 409 for another's."""
+        if self.index is None:
+            raise ApiError(404, "no_index", "this server has no similar-image index",
+                           fix="start it with finegrain serve MODEL --index INDEX (an index from `finegrain index`)")
+        problem = served.index_mismatch(self.index)
+        if problem:
+            usable = [name for name, m in self.models.items() if m.index_mismatch(self.index) is None]
+            raise ApiError(409, "index_mismatch", problem,
+                           fix=f"ask model {' or '.join(usable)}, or restart the server with an index built by "
+                               f"finegrain index DATA -o INDEX --model MODEL_DIR")
+        return self.index
+
     def require_ready(self) -> None:
         if not self.ready:
             state = f"warm-up failed: {self.warmup_error}" if self.warmup_error else "still warming up"
@@ -92,40 +117,62 @@ class ServeState:
             raise ApiError(504, "timeout", f"no answer within {self.settings.request_timeout_s:g} s",
                            fix="retry later, or send fewer images per request") from None
 
-    async def decode(self, served: ServedModel, upload: Upload) -> tuple | ApiError:
-        """The upload's crops, or the 4xx it deserves (decoding runs in the decode pool, off the event loop)."""
+    async def decode(self, served: ServedModel, upload: Upload, views: Sequence[str] = ()) -> list | ApiError:
+        """The upload's crops (plain, then one per view), or the 4xx it deserves (decoding runs in the decode
+        pool, off the event loop)."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.decode_pool, served.decode, upload)
+            return await asyncio.get_running_loop().run_in_executor(self.decode_pool, served.decode, upload, views)
         except ImageError as exc:
             return image_error(exc, upload.filename)
 
-    async def predict(self, served: ServedModel, uploads: list[Upload], top_k: int,
-                      unknown: str | float | None) -> list[dict[str, Any]]:
-        """One result per upload, in order. Unreadable images of a request with readable ones come back as
-        error rows (as the CLI reports them); when none is readable the request fails with the first reason."""
-        decoded = await asyncio.gather(*(self.decode(served, u) for u in uploads))
-        ok = [i for i, d in enumerate(decoded) if not isinstance(d, ApiError)]
+    async def embed_uploads(self, served: ServedModel, uploads: list[Upload],
+                            views: Sequence[str] = ()) -> tuple[list, "np.ndarray"]:
+        """(decoded crops or ApiError per upload, embeddings of the readable ones averaged over the views). When
+        none is readable the request fails with the first reason, the others in its details."""
+        decoded = await asyncio.gather(*(self.decode(served, u, views) for u in uploads))
+        ok = [d for d in decoded if not isinstance(d, ApiError)]
         if not ok:
             first = decoded[0]
             if len(decoded) > 1:
                 first.details = [_error_row(u, d) for u, d in zip(uploads, decoded)]
             raise first
         try:
-            X = await self.batchers[served.name].embed([decoded[i] for i in ok])
+            X = await self.batchers[served.name].embed([crops for d in ok for crops in d])
         except QueueFullError as exc:
             raise ApiError(503, "queue_full", f"the server is busy: {exc}", fix="retry after a second",
                            headers={"Retry-After": RETRY_AFTER_S}) from None
+        n_views = 1 + len(views)
+        return decoded, X if n_views == 1 else average_views([X[v::n_views] for v in range(n_views)])
+
+    async def predict(self, served: ServedModel, uploads: list[Upload], top_k: int,
+                      unknown: str | float | None) -> list[dict[str, Any]]:
+        """One result per upload, in order. Unreadable images of a request with readable ones come back as
+        error rows (as the CLI reports them); when none is readable the request fails with the first reason."""
+        decoded, X = await self.embed_uploads(served, uploads)
         rows = iter(served.predictions(X, top_k, unknown))
         return [_error_row(u, d) if isinstance(d, ApiError) else {"filename": u.filename, **next(rows)}
                 for u, d in zip(uploads, decoded)]
 
+    async def neighbours(self, served: ServedModel, index: "SimilarityIndex", uploads: list[Upload], k: int,
+                         exclude_duplicates: bool) -> list[dict[str, Any]]:
+        """The k nearest indexed images per upload, in order (error rows as `predict`); queries are embedded
+        with the index's test-time views, like `finegrain search` embeds them."""
+        from ..retrieval.settings import TTA
+
+        decoded, X = await self.embed_uploads(served, uploads, TTA[index.tta])
+        readable = [u for u, d in zip(uploads, decoded) if not isinstance(d, ApiError)]
+        hits = iter(await asyncio.get_running_loop().run_in_executor(
+            self.decode_pool, served.index_neighbours, index, X, readable, k, exclude_duplicates))
+        return [_error_row(u, d) if isinstance(d, ApiError) else
+                {"filename": u.filename, "status": "ok", "neighbours": next(hits)} for u, d in zip(uploads, decoded)]
+
     async def explain(self, served: ServedModel, upload: Upload, method: str, target: str | None,
                       neighbours: int) -> dict[str, Any]:
-        crops = await self.decode(served, upload)
-        if isinstance(crops, ApiError):
-            raise crops
+        decoded = await self.decode(served, upload)
+        if isinstance(decoded, ApiError):
+            raise decoded
         return await asyncio.get_running_loop().run_in_executor(
-            self.explain_pool, served.explain, upload, crops[0], method, target, neighbours)
+            self.explain_pool, served.explain, upload, decoded[0][0], method, target, neighbours)
 
 
 def _error_row(upload: Upload, error: ApiError) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 // The finegrain page: pick or drop photos, ask the server, show the top 5, the unknown verdict, the Grad-CAM
-// overlay and the nearest training photos. Plain DOM code, no libraries, nothing loaded from elsewhere.
+// overlay, the nearest training photos and (when the server has an index) the closest photos of the indexed
+// collection. Plain DOM code, no libraries, nothing loaded from elsewhere.
 "use strict";
 
 const MAX_PER_REQUEST = 16;
+const INDEX_K = 5;
 const $ = (id) => document.getElementById(id);
 let models = [];
 
@@ -103,24 +105,45 @@ function showPrediction(card, result, model) {
   return true;
 }
 
-function showExplanation(card, expl) {
-  const overlay = card.querySelector(".overlay");
-  overlay.src = `data:image/png;base64,${expl.overlay_png_base64}`;
-  card.querySelector(".overlay-caption").textContent = `where the model looked for ${pretty(expl.target)}`;
-  card.querySelector(".overlay-figure").hidden = false;
-  if (!expl.neighbours.length) return;
-  card.querySelector(".neighbours").replaceChildren(...expl.neighbours.map((n) => {
+function thumbnails(list, items, caption) {
+  list.replaceChildren(...items.map((n) => {
     const li = document.createElement("li");
+    li.title = n.name;
     if (n.thumbnail_jpeg_base64) {
       const img = document.createElement("img");
       img.src = `data:image/jpeg;base64,${n.thumbnail_jpeg_base64}`;
       img.alt = pretty(n.label || n.name);
       li.append(img);
     }
-    li.append(document.createTextNode(`${pretty(n.label || "?")} · ${n.similarity.toFixed(2)}`));
+    li.append(document.createTextNode(caption(n)));
     return li;
   }));
+}
+
+function showExplanation(card, expl) {
+  const overlay = card.querySelector(".overlay");
+  overlay.src = `data:image/png;base64,${expl.overlay_png_base64}`;
+  card.querySelector(".overlay-caption").textContent = `where the model looked for ${pretty(expl.target)}`;
+  card.querySelector(".overlay-figure").hidden = false;
+  if (!expl.neighbours.length) return;
+  thumbnails(card.querySelector(".neighbours"), expl.neighbours,
+             (n) => `${pretty(n.label || "?")} · ${n.similarity.toFixed(2)}`);
   card.querySelector(".neighbours-block").hidden = false;
+}
+
+function showIndexNeighbours(card, result) {
+  if (result.status !== "ok" || !result.neighbours.length) return;
+  thumbnails(card.querySelector(".index-neighbours"), result.neighbours,
+             (n) => `${pretty(n.label || n.name)} · distance ${n.distance.toFixed(2)}`);
+  card.querySelector(".index-block").hidden = false;
+}
+
+async function findSimilar(base, chunk, cards) {
+  try {
+    const r = await post(`${base}/neighbours?k=${INDEX_K}`, chunk);
+    if (!r.ok) return;
+    (await r.json()).results.forEach((result, k) => showIndexNeighbours(cards[k], result));
+  } catch (e) { /* the predictions stand without the collection's photos */ }
 }
 
 async function post(path, files) {
@@ -152,6 +175,7 @@ async function classify(files) {
     }
     const body = await response.json();
     const explainable = cards.filter((c, k) => showPrediction(c, body.results[k], model) && model.explain);
+    if (model.similar_images) await findSimilar(base, chunk, cards);
     for (const card of explainable) {
       const file = chunk[cards.indexOf(card)];
       try {
