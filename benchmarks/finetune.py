@@ -35,6 +35,7 @@ ROWS = {  # name: (dataset, command, extra arguments)
     "cub100_views1": ("cub100", "finetune", ["--views", "1"]),
     "cub100_views4": ("cub100", "finetune", ["--views", "4"]),
     "cub100_no_jitter": ("cub100", "finetune", ["--jitter", "0"]),
+    "cub100_no_crops": ("cub100", "finetune", ["--crop-scale", "1.0"]),  # views differ by flip and jitter only
     "cub100_no_ema": ("cub100", "finetune", ["--ema-decay", "0"]),
     "cub100_fp32": ("cub100", "finetune", ["--precision", "fp32"]),
     "cub100_mixup": ("cub100", "finetune", ["--mixup", "0.4"]),
@@ -44,6 +45,14 @@ ROWS = {  # name: (dataset, command, extra arguments)
     "cub100_backbone_lr1e-3": ("cub100", "finetune", ["--backbone-lr", "1e-3"]),
     "cub100_cutmix": ("cub100", "finetune", ["--cutmix", "1.0"]),
     "cub100_salmix": ("cub100", "finetune", ["--salmix", "1.0"]),
+    # RBI inside fine-tuning (#17): the headline row and its ablations (RPE, similarity RPEs, batch sampler)
+    "cub100_rbi": ("cub100", "finetune", ["--rbi"]),
+    "cub100_rbi_rpe_none": ("cub100", "finetune", ["--rbi", "--rbi-rpe", "none"]),
+    "cub100_rbi_psnr": ("cub100", "finetune", ["--rbi", "--rbi-rpe", "psnr"]),
+    "cub100_rbi_cosine": ("cub100", "finetune", ["--rbi", "--rbi-rpe", "cosine"]),
+    "cub100_rbi_random_batches": ("cub100", "finetune", ["--rbi", "--rbi-sampler", "random"]),
+    "plankton_cutmix": ("plankton", "finetune", ["--cutmix", "1.0"]),
+    "plankton_mixup": ("plankton", "finetune", ["--mixup", "0.4"]),
     "cub100_ray2": ("cub100", "finetune", ["--engine", "ray", "--ray-workers", "2"]),  # Ray Train, 2 DDP workers
     "cub100_lite012_frozen": ("cub100", "fit", ["--backbone", LITE012]),
     "cub100_lite012": ("cub100", "finetune", ["--backbone", LITE012]),
@@ -104,7 +113,35 @@ def run_row(name: str, seed: int) -> dict:
                                                             "network_val_accuracy", "store_seconds", "train_seconds",
                                                             "history", "engine")} for m in members]
         row["head_val_accuracy"] = config["training"].get("val_accuracy")
+    if config["head"]["head"] == "rbi":
+        row["rbi"] = rbi_extras(name, seed, model, data, env)
     return row
+
+
+def rbi_extras(name: str, seed: int, model: Path, data: Path, env: dict[str, str]) -> dict:
+    """An RBI-tuned model scored every way: each inference mode of its head (transductive with its flip rate
+    over 3 shuffles), the logistic head refitted on its backbone (RBI as a training-time regulariser only), and
+    where its attention looks on training batches (entropy 1 = spread evenly, i.e. inert)."""
+    from finegrain.data.sources import load_data
+    from finegrain.pipeline import Classifier
+    from finegrain.store import EmbeddingCache
+
+    work = CACHE / "work"
+    out: dict = {"modes": {}}
+    for mode in ("single", "bank", "transductive"):
+        _, text = run_cli(["eval", str(model), str(data), "--head-mode", mode, "--format", "json", "-q"], env)
+        rep = json.loads(text)
+        out["modes"][mode] = {k: rep[k] for k in ("top1", "ece", "flip_rate") if k in rep}
+    logistic = work / f"{name}_s{seed}_logistic"
+    run_cli(["fit", str(data), "-o", str(logistic), "--backbone", str(model), "--seed", str(seed), "-q"], env)
+    _, text = run_cli(["eval", str(logistic), str(data), "--format", "json", "-q"], env)
+    out["logistic_on_tuned_backbone"] = {k: json.loads(text)[k] for k in ("top1", "ece")}
+    os.environ["FINEGRAIN_CACHE_DIR"] = str(CACHE)
+    clf = Classifier.load(model)
+    with EmbeddingCache(CACHE) as cache:
+        emb = clf.embed(load_data(data).select(["train"]), cache=cache)
+    out["attention_on_train_batches"] = clf.head.attention_profile(emb.X, np.asarray(emb.labels, dtype=object))
+    return out
 
 
 def ensemble_row(seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
@@ -141,6 +178,14 @@ def merge() -> dict:
         for k in ("top1", "ece", "wall_s", "peak_rss_mib"):
             t[k].append(r[k])
         t["seeds"].append(r["seed"])
+        if r.get("rbi"):
+            for mode, m in r["rbi"]["modes"].items():
+                t.setdefault(f"rbi_{mode}_top1", []).append(m["top1"])
+                if "flip_rate" in m:
+                    t.setdefault("rbi_flip_rate", []).append(m["flip_rate"])
+            t.setdefault("rbi_logistic_on_tuned_backbone_top1", []).append(r["rbi"]["logistic_on_tuned_backbone"]["top1"])
+            for k, v in r["rbi"]["attention_on_train_batches"].items():
+                t.setdefault(f"rbi_attention_{k}", []).append(v)
         if r.get("finetune"):
             t.setdefault("s_per_epoch", []).append(
                 round(float(np.mean([h["seconds"] for h in r["finetune"][0]["history"]])), 1))
@@ -162,6 +207,8 @@ def main() -> None:
         for name, t in merged["rows"].items():
             print(f"{name:20s} top1 {t['top1_mean']:.4f} ± {t['top1_std']:.4f} (seeds {t['seeds']})  "
                   f"ece {np.mean(t['ece']):.4f}  wall {np.mean(t['wall_s']):.0f} s  rss {max(t['peak_rss_mib'])} MiB")
+            for k in sorted(k for k in t if k.startswith("rbi_")):
+                print(f"    {k}: {np.mean(t[k]):.4f} ± {np.std(t[k]):.4f}")
         return
     if args.ensemble:
         row = ensemble_row()

@@ -4,6 +4,8 @@
     python benchmarks/openworld.py --quick    # one class split per dataset
     python benchmarks/openworld.py --finetune --datasets cub100 --name openworld_finetuned
                                               # tuned features: `finetune` on each split's known species first
+    python benchmarks/openworld.py --finetune --mixoe 1 --datasets cub100 --name openworld_finetuned_mixoe
+                                              # the same with MixOE fine-tuning (synthetic outliers)
 
 Near-OOD protocol: for each of 3 seeded class splits, 75 % of the species are known (train on their train
 images), the rest are unknown; the test images of both are scored. cub100 uses its train/test split; plankton
@@ -73,12 +75,16 @@ def known_species_data(name: str, known: np.ndarray):
     return DataSet([s for s in ds.samples if s.label in keep and s.split in (None, "train")], ds.root, ds.kind, [])
 
 
-def tuned_embeddings(name: str, labels: np.ndarray, seed: int, backbone: str) -> tuple[np.ndarray, str]:
-    """Fine-tune on this split's known species, then embed every image with the tuned network."""
+def tuned_embeddings(name: str, labels: np.ndarray, seed: int, backbone: str,
+                     mixoe: float = 0.0) -> tuple[np.ndarray, str]:
+    """Fine-tune on this split's known species (with MixOE's synthetic-outlier loss when `mixoe` > 0), then
+    embed every image with the tuned network."""
     import finegrain
+    from finegrain.finetune.settings import TrainSettings
 
     known = known_and_unknown(labels, seed)[0]
-    clf = finegrain.finetune(known_species_data(name, known), backbone=backbone, seed=seed, progress=True)
+    clf = finegrain.finetune(known_species_data(name, known), backbone=backbone, seed=seed, progress=True,
+                             settings=TrainSettings(seed=seed, mixoe=mixoe))
     X, tuned_labels, _ = embeddings(name, clf.backbone_id)
     if not np.array_equal(tuned_labels, labels):
         raise RuntimeError("the tuned embeddings are not in the stock embeddings' order")
@@ -249,13 +255,14 @@ def main() -> None:
     ap.add_argument("--name", default="openworld", help="results file name (default openworld)")
     ap.add_argument("--finetune", action="store_true", help="fine-tune on each split's known species first")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="class splits to run (default 0 1 2)")
+    ap.add_argument("--mixoe", type=float, default=0.0, help="with --finetune: MixOE fine-tuning weight (finetune --mixoe)")
     ap.add_argument("--append", action="store_true",
                     help="add these splits' runs to results/NAME.json (a long benchmark run in parts)")
     args = ap.parse_args()
     seeds = args.seeds or (SEEDS[:1] if args.quick else SEEDS)
     t_start = time.perf_counter()
     result = {"machine": machine(), "backbone": args.backbone, "head": "logistic", "seeds": list(seeds),
-              "finetuned_per_split": args.finetune,
+              "finetuned_per_split": args.finetune, "finetune_mixoe": args.mixoe,
               "known_fraction": KNOWN_FRACTION, "datasets": {}}
     for name in args.datasets:
         X, labels, split = embeddings(name, args.backbone)
@@ -265,7 +272,7 @@ def main() -> None:
             X_run = X
             if args.finetune:
                 t0 = time.perf_counter()
-                X_run, tuned_id = tuned_embeddings(name, labels, seed, args.backbone)
+                X_run, tuned_id = tuned_embeddings(name, labels, seed, args.backbone, args.mixoe)
                 C = None  # each tuned network chooses its own C
             run, cal = one_split(X_run, labels, split, seed, with_discovery=name == "cub100", C=C, blocks=blocks)
             if args.finetune:

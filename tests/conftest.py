@@ -1,6 +1,7 @@
 """Shared fixtures: tiny labelled image folders made at test time, and an isolated embedding cache."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,17 @@ def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("FINEGRAIN_CACHE_DIR", str(cache))
     return cache
+
+
+@pytest.fixture(autouse=True)
+def restored_root_logging():
+    """A CLI run in this process configures the root logger on the stderr pytest captured for that test; later
+    tests must not write to that closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def make_split_folder(root: Path) -> Path:

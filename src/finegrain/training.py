@@ -18,6 +18,7 @@ from .embed import Embeddings, embed_samples, is_embeddings_dir, load_embeddings
 from .errors import DataError
 from .fewshot.episodes import select_shots
 from .heads import DEFAULT_HEAD, head_parameters, make_head
+from .heads.base import Head
 from .pipeline import Classifier
 from .store import EmbeddingCache
 from .progress import note, phase, progress_scope
@@ -137,10 +138,24 @@ def chosen_validation_accuracy(head: Any) -> float | None:
     for record in getattr(head, "validation_", None) or []:
         if isinstance(record, dict) and "C" in record and record["C"] == getattr(head, "C_", None):
             return float(record["val_accuracy"])
-    return None
+    value = getattr(head, "val_accuracy_", None)  # rbi: the chosen epoch's, measured before its refit
+    return float(value) if value is not None and np.isfinite(value) else None
 
 
-def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: str = DEFAULT_HEAD,
+def _head(head: str | Head, head_params: dict[str, Any] | None, val_split: float, seed: int) -> tuple[Head, list[str]]:
+    """The head to fit and the parameters it accepts: a registered head made with `head_params` (plus the
+    validation fraction and seed when it takes them), or a head object given as it is (fine-tuning's RBI)."""
+    if isinstance(head, Head):
+        return head, []
+    params = dict(head_params or {})
+    accepted = head_parameters(head)
+    for name, value in (("val_fraction", val_split), ("seed", seed)):
+        if name in accepted:
+            params.setdefault(name, value)
+    return make_head(head, **params), accepted
+
+
+def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: str | Head = DEFAULT_HEAD,
         head_params: dict[str, Any] | None = None, val_split: float = 0.2, seed: int = 0,
         cache_dir: str | Path | None = None, batch_size: int = 32, workers: int = 2,
         max_pixels: int | None = DEFAULT_MAX_PIXELS, max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
@@ -167,12 +182,7 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
             from .threads import set_thread_budget
             set_thread_budget(threads)
         t0 = time.perf_counter()
-        params = dict(head_params or {})
-        accepted = head_parameters(head)
-        for name, value in (("val_fraction", val_split), ("seed", seed)):
-            if name in accepted:
-                params.setdefault(name, value)
-        clf_head = make_head(head, **params)
+        clf_head, accepted = _head(head, head_params, val_split, seed)
         if not isinstance(data, DataSet) and is_embeddings_dir(data):
             td = _from_embeddings_dir(data, backbone, shots, seed)
         else:
@@ -184,13 +194,13 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
                             expected="images in class folders or a label column",
                             found="only unlabelled images" if td.n_inputs else "no images",
                             fix="put each class's images in a folder named after the class")
-        if "blocks" in accepted and "blocks" not in params:
+        if "blocks" in accepted and "blocks" not in (head_params or {}):
             clf_head.blocks = member_widths(td.read.backbone_id)
         y_train = np.asarray(train_emb.labels, dtype=object)
         val_emb = _val_of_known_classes(_labelled(td.val), set(y_train))
         y_val = np.asarray(val_emb.labels, dtype=object) if val_emb.samples else None
         X_val = val_emb.X if y_val is not None else None
-        with solver_threads(), phase(f"fitting the {head} head on {len(train_emb.samples)} embeddings"):
+        with solver_threads(), phase(f"fitting the {clf_head.name} head on {len(train_emb.samples)} embeddings"):
             clf_head.fit(train_emb.X, y_train, X_val, y_val)
         training = {
             "data": str(data.root if isinstance(data, DataSet) else data), "data_kind": td.kind,

@@ -52,11 +52,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--salmix", type=float, default=d.salmix,
                    help="saliency-guided CutMix (SMMix-like): the box pasted is where the pasted image's class "
                         "activation map is highest; Beta(α, α), 0 = off (default)")
+    g.add_argument("--mixoe", type=float, default=d.mixoe,
+                   help="MixOE: weight of a loss on known images mixed with synthetic outliers (blends of two "
+                        "classes) towards uniform targets, for a sharper 'unknown'; 0 = off (default)")
     g.add_argument("--train-batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision,
                    help="bf16 autocast: auto uses it on GPUs and on CPUs with AMX/AVX512-BF16 (default auto)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="default auto (cuda when present)")
     g.add_argument("--restart", action="store_true", help="discard the checkpoint of an interrupted identical run")
+    g = p.add_argument_group("RBI: attention across the batch while fine-tuning (paper #1, RRA + RPE)")
+    g.add_argument("--rbi", action="store_true",
+                   help="train an RBI network between pooling and the classifier; it becomes the model's `rbi` head "
+                        "(predict/eval --head-mode single|bank|transductive)")
+    g.add_argument("--rbi-rpe", choices=["self", "relative", "none", "psnr", "cosine"], default=d.rbi_rpe,
+                   help="relationship encoding: a learned self-pair bias (default), relative batch positions, none, or "
+                        "a learned scale × the PSNR-style / cosine similarity of the images' stored activations")
+    g.add_argument("--rbi-sampler", choices=["pk", "random"], default=d.rbi_sampler,
+                   help="batches of P classes × K images (default pk) or shuffled images")
+    g.add_argument("--rbi-k", type=positive_int, default=d.rbi_k, help=f"K images per class in a P×K batch (default {d.rbi_k})")
+    g.add_argument("--rbi-width", type=positive_int, default=d.rbi_width, help=f"attention width (default {d.rbi_width})")
+    g.add_argument("--rbi-heads", type=positive_int, default=d.rbi_heads, help=f"attention heads (default {d.rbi_heads})")
+    g.add_argument("--rbi-layers", type=positive_int, default=d.rbi_layers, help=f"attention blocks (default {d.rbi_layers})")
+    g.add_argument("--rbi-aux-weight", type=float, default=d.rbi_aux_weight,
+                   help=f"weight of the loss on the unrefined features (default {d.rbi_aux_weight})")
+    g.add_argument("--rbi-mode", choices=["single", "bank", "transductive"], default=d.rbi_mode,
+                   help="inference mode saved with the model: single (each image alone, default), bank (each image "
+                        "with the class prototypes) or transductive (evaluation only: batches of the inputs)")
     p.add_argument("--val-split", type=float, default=DEFAULT_VAL_SPLIT,
                    help=f"fraction of train held out per class when DATA has no val split: chooses the epoch, the head's "
                         f"C and the calibration, never trained on (default {DEFAULT_VAL_SPLIT}; 0: none)")
@@ -87,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
                              backbone_lr=args.backbone_lr, layer_decay=args.layer_decay, weight_decay=args.weight_decay,
                              label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, mixup=args.mixup,
                              cutmix=args.cutmix, salmix=args.salmix, precision=args.precision, device=args.device,
-                             seed=args.seed)
+                             mixoe=args.mixoe, seed=args.seed, rbi=args.rbi, rbi_rpe=args.rbi_rpe, rbi_sampler=args.rbi_sampler,
+                             rbi_k=args.rbi_k, rbi_width=args.rbi_width, rbi_heads=args.rbi_heads,
+                             rbi_layers=args.rbi_layers, rbi_aux_weight=args.rbi_aux_weight, rbi_mode=args.rbi_mode)
     kwargs = dict(backbone=args.backbone, train_blocks=args.train_blocks, views=args.views, engine=args.engine,
                   ray=_ray_options(args), crop_scale=args.crop_scale, jitter=args.jitter, settings=settings,
                   val_split=args.val_split, seed=args.seed, cache_dir=args.cache_dir,

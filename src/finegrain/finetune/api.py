@@ -23,7 +23,7 @@ from ..backbones import DEFAULT_BACKBONE, get_backbone
 from ..backbones.composite import SEPARATOR, member_ids
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.sources import DataSet, load_data
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..heads.base import stratified_holdout
 from ..pipeline import Classifier
 from ..progress import note, phase, progress_scope
@@ -99,7 +99,7 @@ def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple
     with torch.random.fork_rng():  # the classifier's initial weights depend on the seed alone
         torch.manual_seed(settings.seed)
         top = TopNetwork([staged.stages[i] for i in range(split, len(staged.stages))], base.embed_dim, len(classes),
-                         settings.dropout)
+                         settings.dropout, rbi=settings if settings.rbi else None)
     for p in top.parameters():
         p.requires_grad_(True)
     run_dir = cache_dir / "finetune-runs" / _run_key(store.directory.name, split, settings.to_dict(), recipe.to_dict(),
@@ -123,8 +123,39 @@ def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple
                "network_val_accuracy": trainer.best["val_accuracy"] if val_b else None,
                "store": str(store.directory), "store_seconds": round(t_store, 1),
                "train_seconds": round(time.perf_counter() - t0 - t_store, 1), "unreadable_in_store": len(errors)}
+    if top_cpu.rbi is not None:
+        summary["rbi_network"] = top_cpu  # taken out by `finetune`, which makes it the model's head
     shutil.rmtree(run_dir, ignore_errors=True)
     return tuned.id, summary
+
+
+def rbi_head(top: TopNetwork, classes: list[str], settings: TrainSettings, epochs: int):
+    """The model's head from an RBI-tuned network: its RBI part, read as an `rbi` head reads embeddings."""
+    from ..heads.rbi import TunedRBIHead
+
+    return TunedRBIHead(top.rbi, classes, np.zeros(top.width, np.float32), np.ones(top.width, np.float32), epochs,
+                        mode=settings.rbi_mode, rpe=settings.rbi_rpe, batch_size=settings.batch_size,
+                        sampler=settings.rbi_sampler, k_per_class=settings.rbi_k, width=settings.rbi_width,
+                        heads=settings.rbi_heads, layers=settings.rbi_layers, mlp=True,
+                        aux_weight=settings.rbi_aux_weight, dropout=settings.dropout, lr=settings.lr,
+                        weight_decay=settings.weight_decay, label_smoothing=settings.label_smoothing,
+                        max_epochs=settings.epochs, seed=settings.seed, on_features=True)
+
+
+def _refuse_unsupported_combinations(settings: TrainSettings, backbone: str, ray: RayTrainOptions | None) -> None:
+    if settings.mixoe > 0 and ray is not None:
+        raise ConfigError("--mixoe runs in this process only", expected="--engine local with --mixoe",
+                          found="--engine ray", fix="drop --engine ray, or drop --mixoe")
+    if not settings.rbi:
+        return
+    if len(member_ids(backbone)) > 1:
+        raise ConfigError("--rbi tunes one backbone, and its RBI network becomes the model's head",
+                          expected="a single backbone", found=backbone,
+                          fix="fine-tune each member with --rbi separately, or drop --rbi for a joined backbone")
+    if ray is not None:
+        raise ConfigError("--rbi runs in this process only", expected="--engine local with --rbi",
+                          found="--engine ray", fix="drop --engine ray (batch attention would see only each "
+                                                    "worker's share of a batch), or drop --rbi")
 
 
 def _bytes_per_view(runner, size: int) -> int:
@@ -155,6 +186,7 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
         t0 = time.perf_counter()
         ray = engine_options(engine, ray)
         settings = settings or TrainSettings(seed=seed)
+        _refuse_unsupported_combinations(settings, backbone, ray)
         recipe = ViewRecipe(n_views=views, scale_min=crop_scale, jitter=jitter, seed=view_seed)
         split_seed = seed if split_seed is None else split_seed
         ds = split_for_validation(data if isinstance(data, DataSet) else load_data(data), val_split, split_seed)
@@ -183,8 +215,10 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
         if calibrate and not val_emb.samples:
             log.warning("no held-out images (--val-split 0 and no val split): the model keeps uncalibrated confidences "
                         "and has no unknown detector")
+        top = summaries[0].pop("rbi_network", None)
+        head = "logistic" if top is None else rbi_head(top, classes, settings, summaries[0]["best_epoch"] or settings.epochs)
         with phase("fitting the head and calibration on the tuned embeddings"):
-            clf = fit(ds, backbone=SEPARATOR.join(tuned_ids), head="logistic", head_params=head_params,
+            clf = fit(ds, backbone=SEPARATOR.join(tuned_ids), head=head, head_params=head_params,
                       val_split=val_split if val_split > 0 else DEFAULT_HEAD_VAL_SPLIT, seed=seed, cache_dir=cache_root,
                       batch_size=batch_size, workers=workers, max_pixels=max_pixels, max_error_rate=max_error_rate,
                       progress=progress, calibrate=calibrate and bool(val_emb.samples), ood_method=ood_method,

@@ -63,6 +63,11 @@ def read_ingredient(directory: str | Path) -> Ingredient:
         raise ConfigError(f"{directory} is not a fine-tuned model", expected="a model folder written by "
                           "`finegrain finetune` (every backbone member fine-tuned)", found=f"backbone {clf.backbone_id}",
                           fix="soup only models made with `finegrain finetune` (e.g. by `finetune --sweep 3`)")
+    if any(m.get("settings", {}).get("rbi") for m in ft.get("members", [])):
+        raise ConfigError(f"{directory} was fine-tuned with --rbi", expected="models fine-tuned without --rbi",
+                          found="an RBI head trained with its network",
+                          fix="soup models tuned without --rbi: a soup averages the tuned backbones and fits a new "
+                              "logistic head, which would silently drop the RBI network")
     training = clf.info.get("training", {})
     split = (float(ft["val_split"]), int(ft["split_seed"])) if "split_seed" in ft else None
     return Ingredient(str(directory), members, ft.get("val_sha256"), split, clf.info.get("train_sha256", []),
@@ -236,6 +241,10 @@ def sweep(data: str | Path, n: int, folder: str | Path, *, seed: int = 0, settin
         raise ConfigError("a sweep needs at least 2 ingredients", expected="--sweep 2 or more", found=str(n),
                           fix="use --sweep 3 (three seeds), or drop --sweep for one model")
     settings = settings or TrainSettings(seed=seed)
+    if settings.rbi:
+        raise ConfigError("--sweep cannot be combined with --rbi", expected="one of them", found="both",
+                          fix="drop --rbi (a soup averages the tuned backbones and fits a new logistic head), or "
+                              "drop --sweep")
     key = _sweep_key(data, settings, finetune_kwargs)
     folders = []
     for k in range(n):

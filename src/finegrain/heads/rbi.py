@@ -10,6 +10,8 @@ of which relationship is its own. No code was published; the design follows `doc
   plus `aux_weight` × cross-entropy on the unrefined ones;
 - RPE `self` (a learned per-head bias on the self pair — permutation-equivariant), `relative` (a learned
   per-head bias on the clipped index offset i − j — order-dependent, the paper's "positions") or `none`;
+  inside fine-tuning (finegrain.finetune) also `psnr` and `cosine`: a learned per-head scale × a similarity
+  of the two images' stored trunk activations (papers.md §4.0: PSNR-derived pairwise image similarities);
 - batches drawn at random or class-balanced (P classes × K images);
 - three inference modes, because at test time there is no training batch:
   `single`: each image attends to itself only — a prediction never depends on other inputs (deployable);
@@ -30,6 +32,7 @@ from .base import Head, stratified_holdout
 
 MODES = ("single", "bank", "transductive")
 RPES = ("self", "relative", "none")
+SIMILARITY_RPES = ("psnr", "cosine")  # need the images' trunk activations: fine-tuning only
 SAMPLERS = ("random", "pk")
 BANKS = ("prototypes", "samples")
 MAX_OFFSET = 8  # relative RPE: offsets beyond ±8 share one bias
@@ -48,10 +51,16 @@ def _torch():
 
 
 def build_network(n_features: int, n_classes: int, width: int, heads: int, layers: int, rpe: str, mlp: bool,
-                  dropout: float):
-    """The torch module: input projection → `layers` RRA blocks → LayerNorm + linear classifier."""
+                  dropout: float, on_features: bool = False):
+    """The torch module: input projection → `layers` RRA blocks → LayerNorm + linear classifier.
+
+    `on_features` (fine-tuning's RBI): no projection — the blocks refine the features themselves (attention of
+    inner width `width`) and start as the identity (zero output layers), and the classifier reads the features
+    as a linear probe does, so training starts exactly from the probe's solution (LP-FT) and the attention
+    adds to it only what helps."""
     torch = _torch()
     nn = torch.nn
+    stream = n_features if on_features else width
 
     class RRABlock(nn.Module):
         """x + W_o·Attn(LN(x); logits + RPE bias), then x + MLP(LN(x)); keys are the query itself + `others`."""
@@ -59,20 +68,31 @@ def build_network(n_features: int, n_classes: int, width: int, heads: int, layer
         def __init__(self) -> None:
             super().__init__()
             self.heads, self.dh = heads, width // heads
-            self.norm = nn.LayerNorm(width)
-            self.qkv = nn.Linear(width, 3 * width)
-            self.out = nn.Linear(width, width)
+            self.norm = nn.LayerNorm(stream)
+            self.qkv = nn.Linear(stream, 3 * width)
+            self.out = nn.Linear(width, stream)
             self.self_bias = nn.Parameter(torch.zeros(heads)) if rpe == "self" else None
             self.offset_bias = nn.Parameter(torch.zeros(heads, 2 * MAX_OFFSET + 1)) if rpe == "relative" else None
-            self.mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.GELU(),
-                                     nn.Dropout(dropout), nn.Linear(2 * width, width)) if mlp else None
+            self.similarity_scale = nn.Parameter(torch.zeros(heads)) if rpe in SIMILARITY_RPES else None
+            if self.similarity_scale is not None:  # pairs of unknown similarity (bank entries) get the training mean
+                self.register_buffer("similarity_fill", torch.zeros(()))
+            self.mlp = nn.Sequential(nn.LayerNorm(stream), nn.Linear(stream, 2 * width), nn.GELU(),
+                                     nn.Dropout(dropout), nn.Linear(2 * width, stream)) if mlp else None
             self.drop = nn.Dropout(dropout)
+            # on unit-norm embeddings, the branches (LayerNorm-scaled, values ~1) are brought to the stream's scale
+            self.branch_scale = stream ** -0.5 if on_features else 1.0
+            if on_features:  # the residual branches start at zero: refined == unrefined features
+                for layer in (self.out, self.mlp[-1] if self.mlp is not None else None):
+                    if layer is not None:
+                        nn.init.zeros_(layer.weight)
+                        nn.init.zeros_(layer.bias)
 
         def _split(self, t):
             return t.reshape(t.shape[0], self.heads, self.dh).transpose(0, 1)  # (H, N, dh)
 
-        def weights(self, x, others, offsets, exclude):
-            """Attention of each query on itself (H, B, 1) and on `others` (H, B, M), plus their values."""
+        def weights(self, x, others, offsets, exclude, similarity=None):
+            """Attention of each query on itself (H, B, 1) and on `others` (H, B, M), plus their values;
+            `similarity` (B, M) feeds a similarity RPE (self-similarity is 1)."""
             q, k, v = self.qkv(self.norm(x)).chunk(3, dim=-1)
             q, k, v = self._split(q) / self.dh ** 0.5, self._split(k), self._split(v)
             own = (q * k).sum(-1, keepdim=True)  # each image with itself
@@ -80,38 +100,56 @@ def build_network(n_features: int, n_classes: int, width: int, heads: int, layer
                 own = own + self.self_bias[:, None, None]
             if self.offset_bias is not None:
                 own = own + self.offset_bias[:, MAX_OFFSET][:, None, None]
+            if self.similarity_scale is not None:
+                own = own + self.similarity_scale[:, None, None]
             if others is None:
                 return torch.ones_like(own), None, v, None
             ko, vo = (self._split(t) for t in self.qkv(self.norm(others)).chunk(3, dim=-1)[1:])
             cross = q @ ko.transpose(1, 2)
             if self.offset_bias is not None:
                 cross = cross + self.offset_bias[:, offsets.clamp(-MAX_OFFSET, MAX_OFFSET) + MAX_OFFSET]
+            if self.similarity_scale is not None:
+                cross = cross + self.similarity_scale[:, None, None] * self._pair_similarity(similarity, exclude)
             cross = cross.masked_fill(exclude[None], float("-inf"))
             weights = torch.softmax(torch.cat([own, cross], dim=-1), dim=-1)
             return weights[..., :1], weights[..., 1:], v, vo
 
-        def forward(self, x, others, offsets, exclude):
-            """x (B, d) queries; others (M, d) extra keys/values; offsets (B, M) i − j; exclude (B, M) bool."""
-            w_own, w_other, v, vo = self.weights(x, others, offsets, exclude)
+        def _pair_similarity(self, similarity, exclude):
+            """The (B, M) similarities of query/key pairs; while training, their mean is kept as the fill value for
+            pairs seen without activations."""
+            if similarity is None:
+                return self.similarity_fill.expand(exclude.shape)
+            if self.training:
+                with torch.no_grad():
+                    mean = similarity[~exclude].float().mean()
+                    self.similarity_fill.mul_(0.99).add_(0.01 * mean)
+            return similarity
+
+        def forward(self, x, others, offsets, exclude, similarity=None):
+            """x (B, d) queries; others (M, d) extra keys/values; offsets (B, M) i − j; exclude (B, M) bool;
+            similarity (B, M) image similarities for a similarity RPE (None: the training mean)."""
+            w_own, w_other, v, vo = self.weights(x, others, offsets, exclude, similarity)
             attended = w_own * v if vo is None else w_own * v + w_other @ vo
-            x = x + self.drop(self.out(attended.transpose(0, 1).reshape(x.shape[0], -1)))
+            x = x + self.branch_scale * self.drop(self.out(attended.transpose(0, 1).reshape(x.shape[0], -1)))
             if self.mlp is not None:
-                x = x + self.drop(self.mlp(x))
+                x = x + self.branch_scale * self.drop(self.mlp(x))
             return x
 
     class RBINet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.inp = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_features, width))
+            self.inp = nn.Dropout(dropout) if on_features else nn.Sequential(nn.Dropout(dropout),
+                                                                            nn.Linear(n_features, width))
             self.blocks = nn.ModuleList(RRABlock() for _ in range(layers))
-            self.norm = nn.LayerNorm(width)
-            self.classifier = nn.Linear(width, n_classes)
+            self.norm = nn.Identity() if on_features else nn.LayerNorm(width)
+            self.classifier = nn.Linear(stream, n_classes)
 
         def project(self, x):
             return self.inp(x)
 
-        def refine(self, h, context: str, memory=None):
-            """RRA over `context`: 'batch' (the rows of h), 'single' (itself only) or 'bank' (itself + memory)."""
+        def refine(self, h, context: str, memory=None, similarity=None):
+            """RRA over `context`: 'batch' (the rows of h), 'single' (itself only) or 'bank' (itself + memory);
+            `similarity`: the batch's (B, B) image similarities, for a similarity RPE."""
             n = h.shape[0]
             if context == "batch":
                 idx = torch.arange(n)
@@ -127,7 +165,7 @@ def build_network(n_features: int, n_classes: int, width: int, heads: int, layer
                 if context == "bank":  # the memory goes through the block too, each entry attending to itself
                     h, memory = block(h, memory, offsets, exclude), block(memory, None, None, None)
                 else:
-                    h = block(h, h if context == "batch" else None, offsets, exclude)
+                    h = block(h, h if context == "batch" else None, offsets, exclude, similarity)
             return h
 
         def logits(self, h):
@@ -155,7 +193,8 @@ class RBIHead(Head):
                  lr: float = 1e-3, weight_decay: float = 0.05, label_smoothing: float = 0.1,
                  max_epochs: int = 30, patience: int = 10, val_fraction: float = 0.2, refit: bool = True,
                  bank: str = "prototypes", bank_size: int = 256, eval_batch_size: int | None = None,
-                 shuffle: bool = True, shuffle_seed: int = 0, seed: int = 0, threads: int = 1) -> None:
+                 shuffle: bool = True, shuffle_seed: int = 0, seed: int = 0, threads: int = 1,
+                 on_features: bool = False) -> None:
         self.mode, self.rpe, self.sampler, self.bank = mode, rpe, sampler, bank
         self.batch_size, self.k_per_class, self.width, self.heads, self.layers = (
             batch_size, k_per_class, width, heads, layers)
@@ -165,13 +204,14 @@ class RBIHead(Head):
         self.bank_size, self.eval_batch_size, self.shuffle, self.shuffle_seed = (
             bank_size, eval_batch_size, shuffle, shuffle_seed)
         self.seed, self.threads = seed, threads
+        self.on_features = on_features  # the network refines the embeddings themselves (fine-tuning's RBI)
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in (
             "mode", "rpe", "batch_size", "sampler", "k_per_class", "width", "heads", "layers", "mlp",
             "batch_attention", "aux_weight", "dropout", "lr", "weight_decay", "label_smoothing", "max_epochs",
             "patience", "val_fraction", "refit", "bank", "bank_size", "eval_batch_size", "shuffle",
-            "shuffle_seed", "seed", "threads")}
+            "shuffle_seed", "seed", "threads", "on_features")}
 
     def _check_params(self) -> None:
         _choice("mode", self.mode, MODES)
@@ -351,12 +391,14 @@ class RBIHead(Head):
 
     def attention_profile(self, X: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, float]:
         """Where the first RRA block looks on random labelled batches of `batch_size`: the mean attention an image
-        pays itself, each same-class batch-mate and each other-class batch-mate, and the size of the attention
-        branch relative to the features it is added to. Tells whether batch integration carries anything."""
+        pays itself, each same-class batch-mate and each other-class batch-mate, the entropy of its attention
+        as a fraction of the uniform one's (1: spread evenly, inert), and the size of the attention branch
+        relative to the features it is added to. Tells whether batch integration carries anything."""
         torch = _torch()
         X, yi = self._check_predict_input(X), self.encode_labels(np.asarray(y))
         Z, block = torch.from_numpy(self._standardise(X)), self.net_.blocks[0]
-        sums = {"self": [0.0, 0], "same_class_mate": [0.0, 0], "other_class_mate": [0.0, 0], "branch_norm_ratio": [0.0, 0]}
+        sums = {key: [0.0, 0] for key in ("self", "same_class_mate", "other_class_mate", "attention_entropy",
+                                          "branch_norm_ratio")}
         with torch.no_grad():
             for idx in self._batches(yi, np.random.default_rng(seed)):
                 h = self.net_.project(Z[idx])
@@ -365,10 +407,13 @@ class RBIHead(Head):
                                                       torch.eye(n, dtype=torch.bool))
                 same = torch.from_numpy(yi[idx][:, None] == yi[idx][None, :]) & ~torch.eye(n, dtype=torch.bool)
                 other = ~same & ~torch.eye(n, dtype=torch.bool)
-                branch = block.out((w_own * v + w_other @ vo).transpose(0, 1).reshape(n, -1))
+                branch = block.branch_scale * block.out((w_own * v + w_other @ vo).transpose(0, 1).reshape(n, -1))
+                w = torch.cat([w_own, w_other], dim=-1).clamp_min(1e-12)
+                entropy = -(w * w.log()).sum(-1) / np.log(n)
                 for key, value, count in (("self", w_own.sum(), w_own.numel()),
                                           ("same_class_mate", (w_other * same).sum(), same.sum() * w_other.shape[0]),
                                           ("other_class_mate", (w_other * other).sum(), other.sum() * w_other.shape[0]),
+                                          ("attention_entropy", entropy.sum(), entropy.numel()),
                                           ("branch_norm_ratio", (branch.norm(dim=1) / h.norm(dim=1)).sum(), n)):
                     sums[key][0] += float(value)
                     sums[key][1] += int(count)
@@ -392,7 +437,48 @@ class RBIHead(Head):
         self.val_accuracy_ = float(values["val_accuracy_"])
         self.mean_, self.scale_, self.bank_ = arrays["mean"], arrays["scale"], arrays["bank"]
         self.net_ = build_network(self.n_features_in_, len(self.classes_), self.width, self.heads, self.layers,
-                                  self.rpe, self.mlp, self.dropout)
+                                  self.rpe, self.mlp, self.dropout, self.on_features)
         self.net_.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
                                    if k.startswith("net.")})
         self.net_.eval()
+
+
+class TunedRBIHead(RBIHead):
+    """An `rbi` head whose network was trained inside fine-tuning (`finegrain finetune --rbi`) together with the
+    backbone whose embeddings it reads. `fit` keeps that network: it only checks the classes, builds the bank
+    from the final embeddings and measures the held-out accuracy. Saved and loaded as an ordinary `rbi` head."""
+
+    def __init__(self, network, classes, mean: np.ndarray, scale: np.ndarray, epochs: int, **params: Any) -> None:
+        super().__init__(**params)
+        self._network, self._classes = network, np.asarray(classes)
+        self._mean, self._scale, self._epochs = np.asarray(mean, np.float32), np.asarray(scale, np.float32), epochs
+
+    def unfitted_twin(self) -> "TunedRBIHead":
+        """The same trained network, not yet fitted (calibration refits a twin on part of the data: only the bank
+        and the classes depend on it here)."""
+        return TunedRBIHead(self._network, self._classes, self._mean, self._scale, self._epochs, **self.get_params())
+
+    def _check_params(self) -> None:
+        _choice("mode", self.mode, MODES)
+        _choice("rpe", self.rpe, RPES + SIMILARITY_RPES)
+        _choice("bank", self.bank, BANKS)
+
+    def fit(self, X, y, X_val=None, y_val=None) -> "TunedRBIHead":
+        self._check_params()
+        X, yi = self._check_fit_input(X, y)
+        if list(self.classes_) != list(self._classes):
+            raise DataError("the fine-tuned RBI network was trained on other classes than these embeddings have",
+                            expected=f"{len(self._classes)} classes: {', '.join(map(str, self._classes[:5]))}…",
+                            found=f"{len(self.classes_)} classes", fix="fit on the data the network was tuned on")
+        self.net_ = self._network.eval()
+        self.mean_, self.scale_, self.epochs_ = self._mean, self._scale, int(self._epochs)
+        Z, y_all = self._standardise(X), yi
+        if X_val is not None and len(X_val):
+            Zv, yv = self._standardise(np.asarray(X_val, dtype=np.float32)), self.encode_labels(np.asarray(y_val))
+            self.val_accuracy_ = float((self.with_mode("single")._logits(Zv).argmax(1) == yv).mean())
+            Z, y_all = np.concatenate([Z, Zv]), np.concatenate([yi, yv])
+        else:
+            self.val_accuracy_ = float("nan")
+        self.bank_ = self._make_bank(Z, y_all)  # like RBIHead's refit: the bank of train + val
+        self.validation_ = [self.val_accuracy_]
+        return self

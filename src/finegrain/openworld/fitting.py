@@ -24,7 +24,10 @@ MIN_HELD_OUT_PER_CLASS = 2
 
 
 def _twin(head: Head) -> Head:
-    """An unfitted head with the fitted one's parameters; a hyper-parameter chosen at fit (C_) is kept fixed."""
+    """An unfitted head with the fitted one's parameters; a hyper-parameter chosen at fit (C_) is kept fixed.
+    A head that brings a network trained elsewhere (fine-tuning's RBI) makes its own twin around it."""
+    if hasattr(head, "unfitted_twin"):
+        return head.unfitted_twin()
     params = head.get_params()
     if "C" in params and hasattr(head, "C_"):
         params["C"] = head.C_
