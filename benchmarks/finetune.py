@@ -128,7 +128,7 @@ def rbi_extras(name: str, seed: int, model: Path, data: Path, env: dict[str, str
 
     work = CACHE / "work"
     out: dict = {"modes": {}}
-    for mode in ("single", "bank", "transductive"):
+    for mode in ("single", "bank", "transductive", "plain"):
         _, text = run_cli(["eval", str(model), str(data), "--head-mode", mode, "--format", "json", "-q"], env)
         rep = json.loads(text)
         out["modes"][mode] = {k: rep[k] for k in ("top1", "ece", "flip_rate") if k in rep}

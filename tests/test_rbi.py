@@ -32,7 +32,7 @@ def test_set():
     return blobs(seed=2, n_per_class=12)
 
 
-@pytest.mark.parametrize("mode", ["single", "bank", "transductive"])
+@pytest.mark.parametrize("mode", ["single", "bank", "transductive", "plain"])
 def test_learns_separable_classes_in_every_mode(fitted, test_set, mode):
     Xt, yt = test_set
     head = fitted.with_mode(mode)
@@ -41,7 +41,7 @@ def test_learns_separable_classes_in_every_mode(fitted, test_set, mode):
     np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["single", "bank"])
+@pytest.mark.parametrize("mode", ["single", "bank", "plain"])
 def test_prediction_does_not_depend_on_the_rest_of_the_batch(fitted, test_set, mode):
     Xt, _ = test_set
     head = fitted.with_mode(mode)

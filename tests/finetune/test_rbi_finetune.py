@@ -109,11 +109,12 @@ def test_finetune_rbi_model_predicts_in_every_mode(tmp_path, capsys):
     assert config["head"]["head"] == "rbi" and config["head"]["params"]["rpe"] == "psnr"
     assert 0 <= config["training"]["val_accuracy"] <= 1
     reports = {}
-    for mode in ("single", "bank", "transductive"):
+    for mode in ("single", "bank", "transductive", "plain"):
         code, out, err = run_cli(capsys, "eval", model, data, "--head-mode", mode, "--format", "json", "-q")
         assert code == 0, err
         reports[mode] = json.loads(out)
     assert reports["single"]["n"] == 12 and "flip_rate" in reports["transductive"]
+    assert all(0 <= r["top1"] <= 1 for r in reports.values())
     code, out, err = run_cli(capsys, "predict", model, data / "test", "--format", "jsonl", "--unknown", "auto", "-q")
     assert code == 0, err
     assert len(out.splitlines()) == 12 and all("unknown" in json.loads(line) for line in out.splitlines())
@@ -137,3 +138,13 @@ def test_soups_refuse_rbi_models_rather_than_drop_their_network(tmp_path, capsys
     data = make_split_folder(tmp_path / "birds")
     code, _, err = run_cli(capsys, "finetune", data, "-o", tmp_path / "m", "--rbi", "--sweep", "2", *FAST)
     assert code != 0 and "--sweep cannot be combined with --rbi" in err and "Traceback" not in err
+
+
+def test_rbi_network_starts_as_the_linear_probe_and_plain_mode_skips_the_attention():
+    top = _rbi_top()
+    feats = torch.rand(6, 16) + 0.1
+    h = top.rbi.project(top.embedding(feats))
+    for context in ("single", "plain"):
+        assert torch.allclose(top.rbi.refine(h, context), h)  # zero-initialised branches: the identity
+    top.rbi.blocks[0].out.weight.data.normal_()
+    assert not torch.allclose(top.rbi.refine(h, "single"), h) and torch.equal(top.rbi.refine(h, "plain"), h)

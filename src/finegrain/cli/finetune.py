@@ -63,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("RBI: attention across the batch while fine-tuning (paper #1, RRA + RPE)")
     g.add_argument("--rbi", action="store_true",
                    help="train an RBI network between pooling and the classifier; it becomes the model's `rbi` head "
-                        "(predict/eval --head-mode single|bank|transductive)")
+                        "(predict/eval --head-mode single|bank|transductive|plain)")
     g.add_argument("--rbi-rpe", choices=["self", "relative", "none", "psnr", "cosine"], default=d.rbi_rpe,
                    help="relationship encoding: a learned self-pair bias (default), relative batch positions, none, or "
                         "a learned scale × the PSNR-style / cosine similarity of the images' stored activations")
@@ -75,9 +75,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rbi-layers", type=positive_int, default=d.rbi_layers, help=f"attention blocks (default {d.rbi_layers})")
     g.add_argument("--rbi-aux-weight", type=float, default=d.rbi_aux_weight,
                    help=f"weight of the loss on the unrefined features (default {d.rbi_aux_weight})")
-    g.add_argument("--rbi-mode", choices=["single", "bank", "transductive"], default=d.rbi_mode,
+    g.add_argument("--rbi-mode", choices=["single", "bank", "transductive", "plain"], default=d.rbi_mode,
                    help="inference mode saved with the model: single (each image alone, default), bank (each image "
-                        "with the class prototypes) or transductive (evaluation only: batches of the inputs)")
+                        "with the class prototypes), transductive (evaluation only: batches of the inputs) or plain "
+                        "(attention skipped: RBI as a training-time regulariser)")
     p.add_argument("--val-split", type=float, default=DEFAULT_VAL_SPLIT,
                    help=f"fraction of train held out per class when DATA has no val split: chooses the epoch, the head's "
                         f"C and the calibration, never trained on (default {DEFAULT_VAL_SPLIT}; 0: none)")

@@ -240,14 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=None,
                    help="also write the full JSON results there (per-class table, confusion, provenance)")
     p.add_argument("--top-k", type=positive_int, default=5, help="k of the top-k accuracy (default 5)")
-    p.add_argument("--head-mode", default=None, help="rbi models: single, bank or transductive (default: the mode saved at fit)")
+    p.add_argument("--head-mode", default=None, help="rbi models: single, bank, transductive or plain (default: the mode saved at fit)")
     add_common_options(p)
 
     p = add("predict", cmd_predict, "predict the top-k classes of images (files, folders or a manifest)")
     p.add_argument("model", type=Path, help="model directory from `finegrain fit`")
     p.add_argument("inputs", nargs="+", help="image files and/or folders; '-' reads paths from stdin, one per line")
     p.add_argument("--top-k", type=positive_int, default=5, help="labels per image (default 5)")
-    p.add_argument("--head-mode", default=None, help="rbi models: single, bank or transductive (default: the mode saved at fit)")
+    p.add_argument("--head-mode", default=None, help="rbi models: single, bank, transductive or plain (default: the mode saved at fit)")
     p.add_argument("--transductive", action="store_true",
                    help="prototype models: classify all INPUTS together as one unlabelled set (EM with a learned "
                         "class-balance term); answers then depend on which images are passed together, not on their order")

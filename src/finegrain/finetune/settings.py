@@ -38,7 +38,7 @@ class TrainSettings:
     rbi_heads: int = 4
     rbi_layers: int = 1
     rbi_aux_weight: float = 0.5   # weight of the loss on the unrefined features (trains the single-image path)
-    rbi_mode: str = "single"      # the inference mode the model is saved with: single | bank | transductive
+    rbi_mode: str = "single"      # the inference mode the model is saved with: single | bank | transductive | plain
     probe_steps: int = 300        # linear-probe steps that start the classifier; 0 = random start
     precision: str = "auto"       # auto | fp32 | bf16
     device: str = "auto"          # auto | cpu | cuda
@@ -58,7 +58,8 @@ class TrainSettings:
                   ("rbi_width", self.rbi_width >= 1 and self.rbi_width % max(1, self.rbi_heads) == 0,
                    "a multiple of --rbi-heads"),
                   ("rbi_layers", self.rbi_layers >= 1, "≥ 1"), ("rbi_aux_weight", self.rbi_aux_weight >= 0, "≥ 0"),
-                  ("rbi_mode", self.rbi_mode in ("single", "bank", "transductive"), "single, bank or transductive"),
+                  ("rbi_mode", self.rbi_mode in ("single", "bank", "transductive", "plain"),
+                   "single, bank, transductive or plain"),
                   ("precision", self.precision in ("auto", "fp32", "bf16"), "auto, fp32 or bf16"),
                   ("device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda")]
         for name, ok, expected in checks:

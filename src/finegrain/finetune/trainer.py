@@ -78,6 +78,8 @@ class TopNetwork(nn.Module):
 
             self.rbi = build_network(width, n_classes, rbi.rbi_width, rbi.rbi_heads, rbi.rbi_layers, rbi.rbi_rpe,
                                      True, dropout, on_features=True)
+            # what validation scores (the epoch kept): the deployed mode, or `single` for batch-dependent ones
+            self.rbi_context = "plain" if rbi.rbi_mode == "plain" else "single"
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stages:
@@ -94,10 +96,11 @@ class TopNetwork(nn.Module):
         return nn.functional.normalize(feats.float(), dim=1)
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
-        """Logits of pooled features one image at a time: the linear classifier, or RBI in `single` mode."""
+        """Logits of pooled features one image at a time: the linear classifier, or RBI in `single` (or `plain`)
+        mode."""
         if self.rbi is None:
             return self.fc(self.dropout(feats))
-        return self.rbi.logits(self.rbi.refine(self.rbi.project(self.embedding(feats)), "single"))
+        return self.rbi.logits(self.rbi.refine(self.rbi.project(self.embedding(feats)), self.rbi_context))
 
     def batch_logits(self, feats: torch.Tensor, similarity: torch.Tensor | None = None) -> torch.Tensor:
         """RBI training: (2, B, C) logits of the features refined across the batch, and of the unrefined ones."""

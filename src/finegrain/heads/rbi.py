@@ -13,8 +13,10 @@ of which relationship is its own. No code was published; the design follows `doc
   inside fine-tuning (finegrain.finetune) also `psnr` and `cosine`: a learned per-head scale × a similarity
   of the two images' stored trunk activations (papers.md §4.0: PSNR-derived pairwise image similarities);
 - batches drawn at random or class-balanced (P classes × K images);
-- three inference modes, because at test time there is no training batch:
+- inference modes, because at test time there is no training batch:
   `single`: each image attends to itself only — a prediction never depends on other inputs (deployable);
+  `plain`: the attention block is skipped — the classifier reads the unrefined features, which the auxiliary
+  loss trained (papers.md §4.2 A1 (i): batch attention as a training-time regulariser; deployable);
   `bank`: each image attends to itself plus a fixed memory saved in the model (class prototypes or training
   embeddings) — deterministic and works for one image;
   `transductive`: attention over batches of the test images themselves, shuffled with a seed. Only an
@@ -30,7 +32,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from .base import Head, stratified_holdout
 
-MODES = ("single", "bank", "transductive")
+MODES = ("single", "bank", "transductive", "plain")
 RPES = ("self", "relative", "none")
 SIMILARITY_RPES = ("psnr", "cosine")  # need the images' trunk activations: fine-tuning only
 SAMPLERS = ("random", "pk")
@@ -148,9 +150,12 @@ def build_network(n_features: int, n_classes: int, width: int, heads: int, layer
             return self.inp(x)
 
         def refine(self, h, context: str, memory=None, similarity=None):
-            """RRA over `context`: 'batch' (the rows of h), 'single' (itself only) or 'bank' (itself + memory);
+            """RRA over `context`: 'batch' (the rows of h), 'single' (itself only), 'bank' (itself + memory) or
+            'plain' (none: h as it is);
             `similarity`: the batch's (B, B) image similarities, for a similarity RPE."""
             n = h.shape[0]
+            if context == "plain":
+                return h
             if context == "batch":
                 idx = torch.arange(n)
                 offsets = idx[:, None] - idx[None, :]
