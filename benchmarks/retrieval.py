@@ -2,7 +2,8 @@
 
     cd benchmarks && FINEGRAIN_THREADS=1 OMP_NUM_THREADS=1 python retrieval.py --part quality   # → results/retrieval.json
     cd benchmarks && FINEGRAIN_THREADS=1 OMP_NUM_THREADS=1 python retrieval.py --part scale     # → results/retrieval_scale.json
-    cd benchmarks && FINEGRAIN_THREADS=1 OMP_NUM_THREADS=1 python retrieval.py --part flip      # → results/retrieval_flip.json
+    cd benchmarks && FINEGRAIN_THREADS=1 OMP_NUM_THREADS=1 python retrieval.py --part views     # → results/retrieval_views.json
+    cd benchmarks && FINEGRAIN_THREADS=1 OMP_NUM_THREADS=1 python retrieval.py --part pq --n 200000  # → results/retrieval_pq.json
 
 Quality: cub100 test images are the queries, the train split the gallery (the index is fitted on train only);
 Recall@1/5/10, precision@10 and mAP@R for stock efficientnet_lite0, lite0+lite1+lite2 joined, and the fine-tuned
@@ -35,6 +36,7 @@ BENCH_CACHE = Path(os.environ.get("FINEGRAIN_BENCH_CACHE", "/tmp/finegrain-bench
 LITE012 = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
 TUNED = BENCH_CACHE / "work" / "cub100_default_s0"
 N_SCALE, N_QUERIES, SCALE_DIM, JITTER = 1_000_000, 1000, 256, 0.5
+LOAD_NOTE = "a fine-tuning benchmark (2 threads) shared the 2 cores throughout: timings are upper bounds"
 SCALE_KINDS = ("hnsw", "ivf", "ivfpq", "exact", "binary", "hnsw_float16")
 
 
@@ -96,39 +98,105 @@ def quality() -> dict:
             "transforms": rows, "codes": codec_rows}
 
 
-def flip_views() -> dict:
-    """Stock lite0: does averaging each image's embedding with its mirrored crop's help retrieval? (Measured here
-    only: `finegrain index` does not embed flipped views.)"""
-    from PIL import Image, ImageOps
+def views() -> dict:
+    """Stock lite0, test-time views. First what `finegrain index --tta T` + `eval-retrieval` give (the library path:
+    views embedded through the cache, averaged, whitened on the train gallery); then the one-off exploration that
+    chose those views, with views the library does not offer (4 corner crops, a 288-pixel input run in PyTorch)."""
+    from finegrain.retrieval.api import build_index, eval_retrieval
+    from finegrain.retrieval.settings import TTA
 
-    from finegrain.backbones import get_backbone
-    from finegrain.embed import embed_preprocessed
+    cub = shared_dataset("cub100")
+    rows = []
+    for tta in TTA:
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            build_index(cub, Path(tmp) / "idx", splits=["train"], transform="whiten", tta=tta, cache_dir=BENCH_CACHE)
+            report = eval_retrieval(Path(tmp) / "idx", cub, split="test", cache_dir=BENCH_CACHE)
+        rows.append({"tta": tta, "network_passes_per_image": 1 + len(TTA[tta]),
+                     **{k: round(v, 4) for k, v in report["metrics"].items()},
+                     "seconds_this_row": round(time.perf_counter() - t0, 1)})  # + views not cached by earlier rows
+        print(rows[-1], flush=True)
+    return {"protocol": "cub100: 2,999 test queries against the 2,903-image train gallery, stock efficientnet_lite0, "
+                        "sqrt + within-class whitening fitted on train, exact search",
+            "goal": "Recall@1 >= 0.88", "index_tta": rows, "exploration": explored_views()}
+
+
+EXPLORE_VIEWS = ("std", "flip", "whole", "whole_flip", "corner0", "corner1", "corner2", "corner3", "big", "big_flip")
+EXPLORE_COMBOS = {"std": ["std"], "std+flip": ["std", "flip"], "whole": ["whole"], "whole+whole_flip": ["whole", "whole_flip"],
+                  "std+whole": ["std", "whole"], "std+flip+whole+whole_flip": ["std", "flip", "whole", "whole_flip"],
+                  "std+4 corners (5 crops)": ["std", "corner0", "corner1", "corner2", "corner3"],
+                  "5 crops+flip": ["std", "flip", "corner0", "corner1", "corner2", "corner3"],
+                  "big (288 px)": ["big"], "big+big_flip": ["big", "big_flip"], "std+big": ["std", "big"],
+                  "std+flip+big+big_flip": ["std", "flip", "big", "big_flip"],
+                  "std+flip+whole+whole_flip+big+big_flip": ["std", "flip", "whole", "whole_flip", "big", "big_flip"],
+                  "all 10 views": list(EXPLORE_VIEWS)}
+
+
+def explored_views() -> dict:
+    """Recall@1 (sqrt, and whitened) of averaged views: the plain 224 crop (`std`, of the image resized to 256),
+    its mirror, the whole image resized to 224 (`whole`), the 4 corner 224 crops of the 256 resize, and the
+    plain crop of a 288-pixel input (`big`, resize 329; PyTorch, as the ONNX export has a fixed 224 input). The
+    embeddings are kept in BENCH_CACHE/views-explore (computed once, ~20 min on one thread)."""
     from finegrain.retrieval.transform import fit_transform, l2_rows
 
-    bb = get_backbone("efficientnet_lite0")
-    train, test = cub_embeddings("efficientnet_lite0")
-
-    def mirrored(emb) -> np.ndarray:
-        out = []
-        for start in range(0, len(emb.samples), 32):
-            crops = [(np.ascontiguousarray(bb.preprocess.apply(ImageOps.exif_transpose(Image.open(s.path)).convert("RGB"))[:, ::-1]),)
-                     for s in emb.samples[start:start + 32]]
-            out.append(embed_preprocessed(bb, crops, cache_dir=BENCH_CACHE))
-        return np.vstack(out)
-
-    Ftr, Fte = mirrored(train), mirrored(test)
-    yg, yq = np.array(train.labels), np.array(test.labels)
-    rows = []
-    for views, G, Q in (("one view", train.X, test.X), ("image + mirror, averaged", l2_rows(train.X + Ftr), l2_rows(test.X + Fte)),
-                        ("mirror averaged on queries only", train.X, l2_rows(test.X + Fte))):
+    V, y, is_train = explore_embeddings(BENCH_CACHE / "views-explore")
+    out = {}
+    for name, combo in EXPLORE_COMBOS.items():
+        X = l2_rows(sum(V[v] for v in combo))
         for kind in ("sqrt", "whiten"):
-            tf = fit_transform(kind, G, list(yg))
-            S = tf.apply(Q) @ tf.apply(G).T
-            hit = yg[np.argsort(-S, axis=1)[:, :10]] == yq[:, None]
-            rows.append({"views": views, "transform": kind,
-                         **{f"recall@{k}": round(float(hit[:, :k].any(axis=1).mean()), 4) for k in (1, 5, 10)}})
-            print(rows[-1], flush=True)
-    return {"protocol": "cub100 test queries against the train gallery, stock efficientnet_lite0, exact search", "rows": rows}
+            tf = fit_transform(kind, X[is_train], list(y[is_train]))
+            nearest = np.argmax(tf.apply(X[~is_train]) @ tf.apply(X[is_train]).T, axis=1)
+            out.setdefault(name, {})[f"recall@1_{kind}"] = round(float((y[is_train][nearest] == y[~is_train]).mean()), 4)
+        print(name, out[name], flush=True)
+    return out
+
+
+def explore_embeddings(folder: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """({view: (N, 1280)}, labels, is_train) for cub100 train+test, computed once into FOLDER."""
+    from PIL import Image
+
+    from finegrain.backbones import Preprocess, get_backbone
+    from finegrain.backbones.onnx_runtime import resolve_runtime
+    from finegrain.data.boxes import load_sample_rgb
+    from finegrain.data.sources import load_data
+
+    if all((folder / f"{v}.npy").exists() for v in EXPLORE_VIEWS) and (folder / "labels.npy").exists():
+        return ({v: np.load(folder / f"{v}.npy") for v in EXPLORE_VIEWS}, np.load(folder / "labels.npy"),
+                np.load(folder / "is_train.npy"))
+    ds = load_data(shared_dataset("cub100"))
+    samples = ds.select(["train"]) + ds.select(["test"])
+    bb = get_backbone("efficientnet_lite0")
+    onnx = resolve_runtime(bb, "onnx", BENCH_CACHE / "onnx")
+    p = bb.preprocess
+    whole = Preprocess(size=p.size, crop_pct=1.0, interpolation=p.interpolation, mean=p.mean, std=p.std)
+    big = Preprocess(size=288, crop_pct=p.crop_pct, interpolation=p.interpolation, mean=p.mean, std=p.std)
+
+    def corners(img):
+        w, h = p.resized_size(*img.size)
+        r, s = img.resize((w, h), Image.BICUBIC, reducing_gap=None), p.size
+        return [np.asarray(r.crop(b), dtype=np.uint8) for b in ((0, 0, s, s), (w - s, 0, w, s), (0, h - s, s, h),
+                                                                (w - s, h - s, w, h))]
+
+    parts: dict[str, list] = {v: [] for v in EXPLORE_VIEWS}
+    for start in range(0, len(samples), 32):
+        crops: dict[str, list] = {v: [] for v in EXPLORE_VIEWS}
+        for s in samples[start:start + 32]:
+            img = load_sample_rgb(s)
+            for name, pre in (("std", p), ("whole", whole), ("big", big)):
+                a = pre.apply(img)
+                crops[name].append(a)
+                crops[f"{name}_flip" if name != "std" else "flip"].append(a[:, ::-1])
+            for i, c in enumerate(corners(img)):
+                crops[f"corner{i}"].append(c)
+        for v, batch in crops.items():
+            arr = np.ascontiguousarray(np.stack(batch))
+            parts[v].append(bb.embed(arr) if v.startswith("big") else onnx.embed(arr))
+    folder.mkdir(parents=True, exist_ok=True)
+    for v in EXPLORE_VIEWS:
+        np.save(folder / f"{v}.npy", np.vstack(parts[v]))
+    np.save(folder / "labels.npy", np.array([s.label for s in samples]))
+    np.save(folder / "is_train.npy", np.array([s.split == "train" for s in samples]))
+    return explore_embeddings(folder)
 
 
 def scale_vectors() -> tuple[np.ndarray, np.ndarray]:
@@ -235,6 +303,72 @@ def scale(kinds: list[str], meta: dict) -> Path:
     return path
 
 
+PQ_FACTORIES = ("IVF1024,PQ64", "OPQ64,IVF1024,PQ64", "IVF1024,RQ64x8")
+SHORTLIST = 100
+
+
+def pq_codes(n: int) -> dict:
+    """64-byte codes on the first N of the scale vectors: plain IVF-PQ, OPQ (a learned rotation before PQ), a
+    residual quantiser, and IVF-PQ whose 100-long shortlist is re-scored with float16 vectors kept on disk
+    (memory-mapped: 64 bytes per image in RAM, 512 more on disk). Recall@10 against exact search."""
+    import faiss
+
+    from finegrain.retrieval.index import IVF_NPROBE, _new_index
+
+    X, Q = scale_vectors()
+    X = np.ascontiguousarray(X[:n])
+    truth = exact_top10(X, Q)
+    rows = []
+    for factory in PQ_FACTORIES:
+        t0 = time.perf_counter()
+        index = _new_index(faiss, factory, SCALE_DIM, X)
+        index.add(X)
+        build_s = time.perf_counter() - t0
+        ivf = faiss.extract_index_ivf(index)
+        for nprobe in (IVF_NPROBE, 64):
+            ivf.nprobe = nprobe
+            rows.append({"index": factory, "nprobe": nprobe, "build_s": round(build_s, 1),
+                         "code_bytes": int(ivf.code_size), **pq_queries(index, Q, truth)})
+            print(rows[-1], flush=True)
+            if factory == PQ_FACTORIES[0]:
+                rows.append({"index": f"{factory} + re-score {SHORTLIST} with float16 on disk", "nprobe": nprobe,
+                             "build_s": round(build_s, 1), "code_bytes": int(ivf.code_size),
+                             "disk_bytes": 2 * SCALE_DIM, **pq_queries(index, Q, truth, X)})
+                print(rows[-1], flush=True)
+    return {"protocol": f"the first {n:,} of the scale part's vectors ({SCALE_DIM}-d whitened cub100 lite0 "
+                        f"embeddings + seeded jitter); {N_QUERIES} queries one at a time at k=10; Recall@10 = "
+                        "overlap with exact search; one thread",
+            "goal": "<= 64 bytes per image with Recall@10 >= 0.95 of exact", "rows": rows}
+
+
+def pq_queries(index, Q: np.ndarray, truth: np.ndarray, exact: np.ndarray | None = None) -> dict:
+    """Latency and Recall@10 one query at a time; with `exact`, the top SHORTLIST are re-scored with those
+    vectors stored as float16 in a memory-mapped file (read per query, as from disk)."""
+    store = None
+    if exact is not None:
+        tmp = tempfile.NamedTemporaryFile(suffix=".f16", delete=False)
+        tmp.close()
+        store = np.lib.format.open_memmap(tmp.name, mode="w+", dtype=np.float16, shape=exact.shape)
+        store[:] = exact
+        store.flush()
+        store = np.load(tmp.name, mmap_mode="r")
+    lat, found = [], []
+    for q in Q:
+        t = time.perf_counter()
+        _, I = index.search(q[None], SHORTLIST if store is not None else 10)
+        ids = I[0][I[0] >= 0]
+        if store is not None:
+            ids = np.sort(ids)  # ascending offsets: one forward pass over the file
+            ids = ids[np.argsort(-(store[ids].astype(np.float32) @ q))[:10]]
+        lat.append(time.perf_counter() - t)
+        found.append(ids[:10])
+    if store is not None:
+        os.unlink(store.filename)
+    return {"query_p50_ms": round(1000 * float(np.percentile(lat, 50)), 3),
+            "query_p99_ms": round(1000 * float(np.percentile(lat, 99)), 3),
+            "recall@10_vs_exact": round(float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])), 4)}
+
+
 def scale_summary(rows: list[dict]) -> dict:
     return {"protocol": f"{N_SCALE:,} unit vectors: 5,902 real cub100 lite0 embeddings (sqrt + within-class "
                         f"whitening fitted on train, {SCALE_DIM} principal components) and seeded jitter (Gaussian, norm "
@@ -249,7 +383,8 @@ def scale_summary(rows: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["quality", "scale", "flip"], default="quality")
+    ap.add_argument("--part", choices=["quality", "scale", "views", "pq"], default="quality")
+    ap.add_argument("--n", type=int, default=N_SCALE, help="pq: vectors indexed (the first N of the scale part's)")
     ap.add_argument("--kinds", default=",".join(SCALE_KINDS), help=f"scale: comma-separated subset of {SCALE_KINDS}")
     ap.add_argument("--scale-one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -260,8 +395,10 @@ def main() -> None:
     meta = {"machine": machine(), "threads": thread_budget()}
     if args.part == "quality":
         path = write_result("retrieval", {**meta, **quality()})
-    elif args.part == "flip":
-        path = write_result("retrieval_flip", {**meta, **flip_views()})
+    elif args.part == "views":
+        path = write_result("retrieval_views", {**meta, **views(), "concurrent_load": LOAD_NOTE})
+    elif args.part == "pq":
+        path = write_result("retrieval_pq", {**meta, **pq_codes(args.n), "concurrent_load": LOAD_NOTE})
     else:
         path = scale(args.kinds.split(","), meta)
     print(f"wrote {path}")
