@@ -90,6 +90,8 @@ def test_page_in_headless_chromium_shows_top5_overlay_index_neighbours_and_reada
         driver.get(live_server + "/")
         wait = WebDriverWait(driver, 30)
         wait.until(lambda d: "Ready" in d.find_element(By.ID, "status").text)
+        assert not driver.find_element(By.ID, "model-row").is_displayed()  # one model: no picker
+        assert not driver.find_element(By.ID, "key-row").is_displayed()  # no key needed
         driver.find_element(By.ID, "files").send_keys(str(photo))
         wait.until(lambda d: (d.find_element(By.CSS_SELECTOR, ".card .overlay").get_attribute("src") or "")
                    .startswith("data:image/png;base64,"))

@@ -134,7 +134,7 @@ function showExplanation(card, expl) {
 function showIndexNeighbours(card, result) {
   if (result.status !== "ok" || !result.neighbours.length) return;
   thumbnails(card.querySelector(".index-neighbours"), result.neighbours,
-             (n) => `${pretty(n.label || n.name)} · distance ${n.distance.toFixed(2)}`);
+             (n) => `${pretty(n.label || n.name)} · distance ${n.distance.toFixed(3)}`);
   card.querySelector(".index-block").hidden = false;
 }
 
