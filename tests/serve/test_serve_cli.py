@@ -38,3 +38,15 @@ def test_a_port_in_use_is_named(capsys, model_dir):
         port = busy.getsockname()[1]
         code, _, err = run_cli(capsys, "serve", model_dir, "--port", port)
     assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_a_missing_index_or_one_no_served_model_built_is_refused(capsys, model_dir, serve_data, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    code, _, err = run_cli(capsys, "serve", model_dir, "--port", port, "--index", tmp_path / "nothing")
+    assert code == 1 and "not a finegrain index" in err and "Traceback" not in err
+    other = tmp_path / "other.index"
+    assert run_cli(capsys, "index", serve_data, "-o", other, "--backbone", "tiny:24", "-q",
+                   "--cache-dir", tmp_path / "cache")[0] == 0
+    code, _, err = run_cli(capsys, "serve", model_dir, "--port", port, "--index", other)
+    assert code == 2 and "none of the served models" in err and "tiny:24" in err and "--model" in err
