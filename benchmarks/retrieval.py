@@ -303,14 +303,15 @@ def scale(kinds: list[str], meta: dict) -> Path:
     return path
 
 
-PQ_FACTORIES = ("IVF1024,PQ64", "OPQ64,IVF1024,PQ64", "IVF1024,RQ64x8")
+PQ_FACTORIES = ("IVF1024,PQ64", "OPQ64,IVF1024,PQ64", "IVF1024,RQ64x8", "IVF4096,PQ64")
 SHORTLIST = 100
 
 
-def pq_codes(n: int) -> dict:
+def pq_codes(n: int, factories: list[str]) -> dict:
     """64-byte codes on the first N of the scale vectors: plain IVF-PQ, OPQ (a learned rotation before PQ), a
-    residual quantiser, and IVF-PQ whose 100-long shortlist is re-scored with float16 vectors kept on disk
-    (memory-mapped: 64 bytes per image in RAM, 512 more on disk). Recall@10 against exact search."""
+    residual quantiser, finer coarse lists (smaller residuals for PQ to encode), and IVF-PQ whose 100-long
+    shortlist is re-scored with float16 vectors kept on disk (memory-mapped: 64 bytes per image in RAM, 512 more
+    on disk). Recall@10 against exact search. Rows of factories not run this time are kept from the last result."""
     import faiss
 
     from finegrain.retrieval.index import IVF_NPROBE, _new_index
@@ -318,8 +319,10 @@ def pq_codes(n: int) -> dict:
     X, Q = scale_vectors()
     X = np.ascontiguousarray(X[:n])
     truth = exact_top10(X, Q)
-    rows = []
-    for factory in PQ_FACTORIES:
+    previous = RESULTS / "retrieval_pq.json"
+    rows = [r for r in (json.loads(previous.read_text())["rows"] if previous.exists() else [])
+            if r["index"].split(" + ")[0] not in factories]
+    for factory in factories:
         t0 = time.perf_counter()
         index = _new_index(faiss, factory, SCALE_DIM, X)
         index.add(X)
@@ -385,6 +388,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["quality", "scale", "views", "pq"], default="quality")
     ap.add_argument("--n", type=int, default=N_SCALE, help="pq: vectors indexed (the first N of the scale part's)")
+    ap.add_argument("--factories", default=";".join(PQ_FACTORIES), help="pq: faiss factory strings separated by ;")
     ap.add_argument("--kinds", default=",".join(SCALE_KINDS), help=f"scale: comma-separated subset of {SCALE_KINDS}")
     ap.add_argument("--scale-one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -398,7 +402,8 @@ def main() -> None:
     elif args.part == "views":
         path = write_result("retrieval_views", {**meta, **views(), "concurrent_load": LOAD_NOTE})
     elif args.part == "pq":
-        path = write_result("retrieval_pq", {**meta, **pq_codes(args.n), "concurrent_load": LOAD_NOTE})
+        path = write_result("retrieval_pq", {**meta, **pq_codes(args.n, args.factories.split(";")),
+                                             "concurrent_load": LOAD_NOTE})
     else:
         path = scale(args.kinds.split(","), meta)
     print(f"wrote {path}")
