@@ -15,6 +15,8 @@ Scale: 1,000,000 vectors = the 5,902 real cub100 lite0 embeddings (square root, 
 principal components: what `finegrain index --transform whiten --dim 256` stores) plus seeded Gaussian jitter;
 1,000 queries are fresh jitters. Each index kind is built in its own process (peak RSS is that process's), with
 one thread; query latency is one query at a time at k=10; Recall@10 is against exact search on the same vectors.
+The re-ranked PQ kind (`ivfpq_rerank`: `index --codes pq --rerank 10`) is saved, then loaded and queried in a
+fresh process, so its memory is what a user's `search`/`serve` holds: PQ codes in RAM, float16 vectors mapped.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ LITE012 = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
 TUNED = BENCH_CACHE / "work" / "cub100_default_s0"
 N_SCALE, N_QUERIES, SCALE_DIM, JITTER = 1_000_000, 1000, 256, 0.5
 LOAD_NOTE = "a fine-tuning benchmark (2 threads) shared the 2 cores throughout: timings are upper bounds"
-SCALE_KINDS = ("hnsw", "ivf", "ivfpq", "exact", "binary", "hnsw_float16")
+SCALE_KINDS = ("hnsw", "ivf", "ivfpq", "exact", "binary", "hnsw_float16", "ivfpq_rerank")
+RERANK = 10  # `index --rerank`: faiss's RERANK × k best re-scored from the float16 vectors
 
 
 def cub_embeddings(backbone: str):
@@ -256,16 +259,19 @@ def scale_one(kind: str, out: Path) -> None:
     gen_s = time.perf_counter() - t0
     truth = exact_top10(X, Q)
     codes = {"exact": "float32", "hnsw": "float32", "hnsw_float16": "float16", "ivf": "float32", "ivfpq": "pq",
-             "binary": "binary"}[kind]
+             "binary": "binary", "ivfpq_rerank": "pq"}[kind]
     emb = Embeddings(X, [Sample(Path(f"v{i}")) for i in range(len(X))], [str(i) for i in range(len(X))],
                      backbone_id="synthetic", cache_key="synthetic", preprocess={})
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    index = SimilarityIndex.build(emb, codes=codes, approximate=kind in ("hnsw", "hnsw_float16", "ivf", "ivfpq"),
-                                  transform="l2", factory={"hnsw": "HNSW32,Flat", "hnsw_float16": "HNSW32,SQfp16"}.get(kind))
+    index = SimilarityIndex.build(emb, codes=codes, approximate=kind != "exact" and kind != "binary",
+                                  transform="l2", factory={"hnsw": "HNSW32,Flat", "hnsw_float16": "HNSW32,SQfp16"}.get(kind),
+                                  rerank=RERANK if kind == "ivfpq_rerank" else None)
     build_s = time.perf_counter() - t0
     del emb
     V = index.transform.apply(Q)
+    if index.vectors is not None:
+        return out.write_text(json.dumps(rerank_row(index, V, truth, build_s, gen_s, rss_before)))
     knob = "ef_search" if "HNSW" in index.meta["factory"] else "nprobe" if "IVF" in index.meta["factory"] else None
     sweep = []
     for value in {"ef_search": (64, 128, 256, 512), "nprobe": (16, 64, 256)}.get(knob, (None,)):
@@ -289,15 +295,96 @@ def scale_one(kind: str, out: Path) -> None:
     print(row, flush=True)
 
 
-def scale(kinds: list[str], meta: dict) -> Path:
+def rss_mib() -> dict[str, float]:
+    """This process's resident memory now: anonymous (heap: what the index holds) and file-backed (mapped files'
+    pages in RAM: the float16 vectors read so far, which the kernel may drop at any time)."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {key: round(int(status[key].split()[0]) / 1024, 1) for key in ("RssAnon", "RssFile")}
+
+
+def rerank_row(index, V: np.ndarray, truth: np.ndarray, build_s: float, gen_s: float, rss_before: float) -> dict:
+    """Save the re-ranked PQ index, then load and query it in a fresh process (`--loaded`): memory as a user's
+    `search`/`serve` holds it, not the build's 1M float32 vectors."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/tmp")) as tmp:
+        t = time.perf_counter()
+        index.save(Path(tmp) / "idx")
+        save_s = time.perf_counter() - t
+        sizes = {p.name: p.stat().st_size for p in (Path(tmp) / "idx").iterdir()}
+        n = len(index.rows)
+        del index
+        np.save(Path(tmp) / "queries.npy", V)
+        np.save(Path(tmp) / "truth.npy", truth)
+        child = subprocess.run([sys.executable, __file__, "--loaded", str(Path(tmp) / "idx")], check=True,
+                               capture_output=True, text=True)
+    loaded = json.loads(child.stdout.strip().splitlines()[-1])
+    return {"kind": "ivfpq_rerank", "factory": loaded.pop("factory"), "codes": "pq", "rerank": RERANK, "n": n,
+            "dim": SCALE_DIM, "build_s": round(build_s, 1), "save_s": round(save_s, 1),
+            "vectors_generation_s": round(gen_s, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "rss_before_build_mib": round(rss_before), "code_bytes": loaded.pop("code_bytes"),
+            "index_file_bytes_per_image": round(sizes["index.faiss"] / n, 1),
+            "vectors_file_bytes_per_image": round(sizes["vectors.npy"] / n, 1),
+            "rows_csv_bytes_per_image": round(sizes["rows.csv"] / n, 1), **loaded}
+
+
+def evict_from_page_cache(path: Path) -> None:
+    """Drop this one file's pages from the OS cache (written back first), so the first queries read it from disk as
+    after a reboot, without touching other processes' cached files."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def loaded_queries(folder: Path) -> None:
+    """Child process: load a saved index (its float16 file first evicted from the page cache) and time the queries
+    saved beside it, the same setting twice (cold file, then warm) and then others; prints one JSON line."""
+    import importlib
+
+    from finegrain.retrieval.index import SimilarityIndex, _faiss, _read_rows
+
+    _faiss(), importlib.import_module("safetensors.numpy")  # libraries loaded before measuring: not the index
+    evict_from_page_cache(folder / "vectors.npy")
+    before = rss_mib()
+    t = time.perf_counter()
+    index = SimilarityIndex.load(folder)
+    load_s = time.perf_counter() - t
+    after_load = rss_mib()
+    V, truth = np.load(folder.parent / "queries.npy"), np.load(folder.parent / "truth.npy")
+    sweep = []
+    for run, (nprobe, rerank) in enumerate(((16, RERANK), (16, RERANK), (64, RERANK), (16, 5), (16, 20))):
+        index.meta.update(nprobe=nprobe, rerank=rerank)
+        sweep.append({"nprobe": nprobe, "rerank": rerank, "vectors_file": "cold" if run == 0 else "warm",
+                      **timed_queries(index, V, truth),
+                      "mapped_vectors_resident_mib_so_far": round(rss_mib()["RssFile"] - before["RssFile"], 1)})
+        print(sweep[-1], file=sys.stderr, flush=True)
+    n = len(index.rows)
+    held = rss_mib()["RssAnon"]
+    rows_again = _read_rows(folder / "rows.csv")  # a second copy of the row table: what that part of the load costs
+    row_table_mib = rss_mib()["RssAnon"] - held
+    del rows_again
+    print(json.dumps({"factory": index.meta["factory"], "code_bytes": index.meta["code_bytes"],
+                      "load_s": round(load_s, 2), "row_table_anon_mib": round(row_table_mib, 1),
+                      "loaded_anon_mib": round(after_load["RssAnon"] - before["RssAnon"], 1),
+                      "loaded_anon_bytes_per_image": round((after_load["RssAnon"] - before["RssAnon"]) * 2**20 / n, 1),
+                      "queries": sweep}))
+
+
+def scale(kinds: list[str], meta: dict, load_note: str | None) -> Path:
     """Each kind in a child process; the result file is rewritten after each (rows of kinds not run this time
-    are kept), so a stopped run keeps its rows and one kind can be re-measured alone."""
+    are kept), so a stopped run keeps its rows and one kind can be re-measured alone. `load_note` (what else ran
+    on the machine) is stored in the rows measured now."""
     previous = RESULTS / "retrieval_scale.json"
     rows: list[dict] = json.loads(previous.read_text())["rows"] if previous.exists() else []
     for kind in kinds:
         out = RESULTS / f".retrieval_scale_{kind}.json"
         subprocess.run([sys.executable, __file__, "--scale-one", kind, "--out", str(out)], check=True)
-        rows = [r for r in rows if r["kind"] != kind] + [json.loads(out.read_text())]
+        row = json.loads(out.read_text())
+        if load_note:
+            row["concurrent_load"] = load_note
+        rows = [r for r in rows if r["kind"] != kind] + [row]
         out.unlink()
         path = write_result("retrieval_scale", {**meta, **scale_summary(rows)})
     return path
@@ -392,7 +479,11 @@ def main() -> None:
     ap.add_argument("--kinds", default=",".join(SCALE_KINDS), help=f"scale: comma-separated subset of {SCALE_KINDS}")
     ap.add_argument("--scale-one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--load-note", default=None, help="scale: what else ran on the machine (kept in these rows)")
+    ap.add_argument("--loaded", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.loaded:
+        return loaded_queries(args.loaded)
     if args.scale_one:
         return scale_one(args.scale_one, args.out)
     from finegrain.threads import thread_budget
@@ -405,7 +496,7 @@ def main() -> None:
         path = write_result("retrieval_pq", {**meta, **pq_codes(args.n, args.factories.split(";")),
                                              "concurrent_load": LOAD_NOTE})
     else:
-        path = scale(args.kinds.split(","), meta)
+        path = scale(args.kinds.split(","), meta, args.load_note)
     print(f"wrote {path}")
 
 

@@ -14,7 +14,7 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..embed import Embeddings
 from ..errors import ConfigError, DataError
 from ..progress import phase
-from .index import Neighbour, SimilarityIndex
+from .index import Neighbour, SimilarityIndex, check_rerank
 from .metrics import retrieval_metrics
 from .settings import TTA
 
@@ -127,11 +127,13 @@ def _index_backbone(index: SimilarityIndex) -> Any:
 
 def build_index(data: str | Path, output: str | Path, *, backbone: str | None = None, model: str | Path | None = None,
                 splits: Sequence[str] | None = None, codes: str = "float32", approximate: bool | None = None,
-                transform: str = "auto", dim: int | None = None, tta: str = "none",
+                transform: str = "auto", dim: int | None = None, tta: str = "none", rerank: int | None = None,
                 cache_dir: str | Path | None = None, **embed_kw: Any) -> SimilarityIndex:
     """Embed DATA and write a new index to OUTPUT (replacing any index there, atomically). `tta` (a key of
     `settings.TTA`) averages each image's embedding with those of its test-time views (e.g. 'flip': its mirror
-    image); the index records it, and every query and addition is embedded alike."""
+    image); the index records it, and every query and addition is embedded alike. `rerank` N (with PQ codes)
+    keeps the vectors as float16 on disk and re-scores faiss's N × k best exactly."""
+    check_rerank(rerank, codes)  # before embedding: a wrong combination should not cost an embedding run
     bb, source = resolve_backbone(backbone, model)
     emb = embed_data(data, bb if bb is not None else DEFAULT_BACKBONE, splits=splits, cache_dir=cache_dir, tta=tta,
                      **embed_kw)
@@ -142,7 +144,7 @@ def build_index(data: str | Path, output: str | Path, *, backbone: str | None = 
     source = source or emb.backbone_id
     with phase(f"indexing {len(emb.samples)} images ({codes} codes)"):
         idx = SimilarityIndex.build(emb, codes=codes, approximate=approximate, transform=transform, dim=dim,
-                                    backbone_source=source,
+                                    backbone_source=source, rerank=rerank,
                                     extra_meta={"sources": [str(data)], "n_unreadable": len(emb.errors)})
     idx.save(output)
     return idx
@@ -264,7 +266,7 @@ def eval_retrieval(index: str | Path | SimilarityIndex, data: str | Path, *, spl
             "queries_also_in_gallery": leaked, "metrics": metrics,
             "ms_per_query": round(1000 * seconds / len(emb.samples), 3),
             "index_settings": {"tta": idx.tta, **{key: idx.meta.get(key) for key in (
-                "backbone", "transform", "codes", "factory", "dim", "bytes_per_image")}}}
+                "backbone", "transform", "codes", "factory", "rerank", "dim", "bytes_per_image")}}}
 
 
 __all__ = ["build_index", "update_index", "search", "duplicates", "eval_retrieval", "embed_data", "tta_views",

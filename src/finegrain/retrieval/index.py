@@ -10,10 +10,12 @@ Layout of an index folder (written to a staging folder, then swapped in atomical
     rows.csv              path,label,split,sha256,live — one row per vector, in faiss order
     index.faiss           faiss's own serialisation (no pickle)
     transform.safetensors the transform's arrays (gallery mean, whitening projection), when it has any
+    vectors.npy           with `rerank` (PQ codes only): every row's vector as float16, memory-mapped at search
+                          time to re-score faiss's shortlist exactly (retrieval/rerank.py)
 
 Removed files are marked `live=0` and filtered out of every answer; once a tenth of the rows are dead the
 index is compacted: faiss removes them, every live row keeping its code as it was (PQ and IVF codes are not
-re-quantised).
+re-quantised), and `vectors.npy` loses the same rows at the next save.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import numpy as np
 
 from ..embed import PATH_BYTES, Embeddings
 from ..errors import ConfigError, DataError, FinegrainError
+from .rerank import VECTORS_FILE, HalfVectors, open_vectors, rescore
 from .settings import APPROXIMATE_ABOVE, CODES, DUPLICATE_THRESHOLDS, TTA
 from .transform import Transform, fit_transform
 
@@ -97,21 +100,25 @@ class SimilarityIndex:
     """Vectors of a collection in a faiss index, with the rows (path, label, sha) and what embedded them."""
 
     def __init__(self, meta: dict[str, Any], rows: list[Row], live: np.ndarray, transform: Transform,
-                 index: Any, binary_mean: np.ndarray | None = None) -> None:
+                 index: Any, binary_mean: np.ndarray | None = None, vectors: HalfVectors | None = None) -> None:
         self.meta, self.rows, self.live, self.transform, self.index = meta, rows, live, transform, index
         self.binary_mean = binary_mean
+        self.vectors = vectors  # float16 copies re-scoring the shortlist (`rerank`), else None
 
     # --- building ----------------------------------------------------------------------------------------
     @classmethod
     def build(cls, emb: Embeddings, *, codes: str = "float32", approximate: bool | None = None,
               transform: str = "auto", dim: int | None = None, backbone_source: str | None = None,
-              extra_meta: dict[str, Any] | None = None, factory: str | None = None) -> "SimilarityIndex":
+              extra_meta: dict[str, Any] | None = None, factory: str | None = None,
+              rerank: int | None = None) -> "SimilarityIndex":
         """Index every embedded sample. `approximate` None: exact up to APPROXIMATE_ABOVE images, then an
         inverted file (IVF; binary codes are always scanned exactly). The transform is fitted here, on this gallery, and frozen for later additions.
-        `factory` (a faiss index_factory string, e.g. 'IVF1024,Flat') overrides the index these options give."""
+        `factory` (a faiss index_factory string, e.g. 'IVF1024,Flat') overrides the index these options give.
+        `rerank` N (PQ codes only): keep float16 copies of the vectors and re-score faiss's N × k best exactly."""
         if codes not in CODES:
             raise ConfigError(f"unknown codes '{codes}'", expected=", ".join(CODES), found=codes,
                               fix="e.g. --codes pq (64 bytes per image)")
+        check_rerank(rerank, codes)
         if not len(emb.samples):
             raise DataError("nothing to index", expected="at least one readable image", found="none",
                             fix="check the data path (and --split)")
@@ -128,8 +135,8 @@ class SimilarityIndex:
                 "preprocess": emb.preprocess, "backbone_source": backbone_source, "transform": tf.kind,
                 "dim": d, "embed_dim": int(emb.X.shape[1]), "codes": codes, "factory": factory,
                 "approximate": approx, "ef_search": HNSW_EF_SEARCH, "nprobe": IVF_NPROBE, "tta": _tta_of(emb),
-                **(extra_meta or {})}
-        out = cls(meta, [], np.zeros(0, dtype=bool), tf, index, binary_mean)
+                "rerank": rerank, **(extra_meta or {})}
+        out = cls(meta, [], np.zeros(0, dtype=bool), tf, index, binary_mean, HalfVectors(d) if rerank else None)
         out._append(V, emb)
         out.meta["build_seconds"] = round(time.perf_counter() - t0, 3)
         return out
@@ -139,6 +146,8 @@ class SimilarityIndex:
 
     def _append(self, V: np.ndarray, emb: Embeddings) -> None:
         self.index.add(self._encode(V))
+        if self.vectors is not None:
+            self.vectors.append(V)
         self.rows += [Row(str(s.path), s.label, s.split, sha) for s, sha in zip(emb.samples, emb.shas)]
         self.live = np.concatenate([self.live, np.ones(len(V), dtype=bool)])
 
@@ -198,6 +207,8 @@ class SimilarityIndex:
             self.index.remove_ids(np.flatnonzero(~self.live).astype(np.int64))
             if ivf is not None:
                 _renumber_ivf(faiss, ivf, keep)
+        if self.vectors is not None:
+            self.vectors.select(keep)
         self.rows, self.live = [self.rows[i] for i in keep], np.ones(len(keep), dtype=bool)
 
     # --- searching ---------------------------------------------------------------------------------------
@@ -206,8 +217,16 @@ class SimilarityIndex:
         return int(self.live.sum())
 
     def _raw_search(self, V: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, row indices) of the k nearest stored rows, dead ones included; -1 pads."""
+        """(distances, row indices) of the k nearest stored rows, dead ones included; -1 pads. With float16
+        vectors (`rerank` N), faiss's N × k best are re-scored exactly from them and the k best kept."""
         k = min(k, self.index.ntotal)
+        if self.vectors is not None:
+            _, I = self._faiss_search(V, min(self.index.ntotal, k * self.meta["rerank"]))
+            return rescore(self.vectors, V, I, k)
+        return self._faiss_search(V, k)
+
+    def _faiss_search(self, V: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss's own (distances, rows) from the stored codes."""
         if self.meta["codes"] == "binary":
             D, I = self.index.search(self._encode(V), k)
             return D.astype(np.float32) / self.index.d, I
@@ -318,6 +337,9 @@ class SimilarityIndex:
         size = (tmp / "index.faiss").stat().st_size
         self.meta.update(n_rows=len(self.rows), n_live=self.n_live, code_bytes=self.code_bytes, index_bytes=size,
                          bytes_per_image=round(size / max(1, len(self.rows)), 1))
+        if self.vectors is not None:
+            self.meta["vectors_fingerprint"] = self.vectors.write(tmp / VECTORS_FILE)
+            self.meta["vectors_bytes"] = (tmp / VECTORS_FILE).stat().st_size
         write_json(tmp / "index.json", self.meta)
         replace_dir_atomic(tmp, target)
         return target
@@ -352,7 +374,9 @@ class SimilarityIndex:
                                           or tf.mean is None or tf.mean.shape != (meta["embed_dim"],)):
             raise _bad(d / "transform.safetensors", "has arrays of the wrong shape",
                        f"projection {meta['embed_dim']}×{meta['dim']}", f"{tf.projection.shape}")
-        return cls(meta, rows, live, tf, index, arrays.get("binary_mean"))
+        vectors = open_vectors(d / VECTORS_FILE, len(rows), meta["dim"], meta["vectors_fingerprint"]) \
+            if meta.get("rerank") else None
+        return cls(meta, rows, live, tf, index, arrays.get("binary_mean"), vectors)
 
     # --- near-duplicates ---------------------------------------------------------------------------------
     def duplicates(self, threshold: float | None = None, k: int = 10,
@@ -361,7 +385,7 @@ class SimilarityIndex:
         nearest neighbours
         are examined, so a cluster of more than k copies reports only its closest pairs), closest first."""
         threshold = self.duplicate_threshold if threshold is None else threshold
-        if hasattr(self.index, "nprobe"):  # an inverted file reconstructs rows only through a direct map
+        if self.vectors is None and hasattr(self.index, "nprobe"):  # IVF reconstructs rows only via a direct map
             self.index.make_direct_map()
         stored = self._stored_vectors
         pairs: dict[tuple[int, int], float] = {}
@@ -377,7 +401,10 @@ class SimilarityIndex:
         return sorted(((i, j, d) for (i, j), d in pairs.items()), key=lambda t: (t[2], t[0], t[1]))
 
     def _stored_vectors(self, rows: np.ndarray) -> np.ndarray:
-        """The index's own (possibly compressed) vectors of these rows, as float queries."""
+        """The index's own (possibly compressed) vectors of these rows, as float queries; the float16 copies when
+        it keeps them (closer to the images than decoded PQ codes)."""
+        if self.vectors is not None:
+            return self.vectors.rows(rows)
         if self.meta["codes"] == "binary":
             codes = np.stack([self.index.reconstruct(int(i)) for i in rows])
             bits = np.unpackbits(codes, axis=1)[:, :self.meta["dim"]].astype(np.float32)
@@ -395,6 +422,18 @@ def _renumber_ivf(faiss: Any, ivf: Any, keep: np.ndarray) -> None:
             ids = np.searchsorted(keep, faiss.rev_swig_ptr(lists.get_ids(list_no), n)).astype(np.int64)
             codes = faiss.rev_swig_ptr(lists.get_codes(list_no), n * lists.code_size).copy()
             lists.update_entries(list_no, 0, n, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+
+
+def check_rerank(rerank: int | None, codes: str) -> None:
+    """Re-scoring pays only where the codes lose the order of neighbours: PQ (float codes are exact already)."""
+    if rerank is None:
+        return
+    if isinstance(rerank, bool) or not isinstance(rerank, int) or rerank < 1:
+        raise ConfigError(f"--rerank {rerank} is not a positive whole number", expected="N ≥ 1 (candidates per "
+                          "neighbour wanted; 10 re-scores 100 for k=10)", found=str(rerank), fix="e.g. --rerank 10")
+    if codes != "pq":
+        raise ConfigError("--rerank re-scores PQ codes only", expected="--codes pq with --rerank",
+                          found=f"--codes {codes}", fix="add --codes pq, or drop --rerank (these codes are exact)")
 
 
 def _tta_of(emb: Embeddings) -> str:
@@ -428,6 +467,10 @@ def _read_meta(d: Path) -> dict[str, Any]:
     needed = {"backbone": str, "cache_key": str, "transform": str, "codes": str, "factory": str, "dim": int,
               "embed_dim": int, "approximate": bool, "ef_search": int, "nprobe": int}
     wrong = [k for k, t in needed.items() if not isinstance(meta.get(k), t)]
+    rerank = meta.get("rerank")  # absent in indexes written before re-scoring existed
+    if rerank is not None and (isinstance(rerank, bool) or not isinstance(rerank, int) or rerank < 1
+                               or meta.get("codes") != "pq" or not isinstance(meta.get("vectors_fingerprint"), str)):
+        wrong.append("rerank/vectors_fingerprint")
     if wrong or meta["codes"] not in CODES or meta["transform"] not in ("l2", "sqrt", "whiten") \
             or meta.get("tta", "none") not in TTA:
         raise _bad(path, "lacks required keys or has wrong values",
@@ -480,4 +523,4 @@ def _new_index(faiss: Any, factory: str, dim: int, V: np.ndarray) -> Any:
 
 
 __all__ = ["SimilarityIndex", "Neighbour", "Row", "CODES", "APPROXIMATE_ABOVE",
-           "factory_string", "pq_shape", "INDEX_FORMAT"]
+           "factory_string", "pq_shape", "check_rerank", "INDEX_FORMAT"]
