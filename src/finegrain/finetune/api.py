@@ -69,9 +69,10 @@ def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple
                 paths: dict[str, str], classes: list[str], *, train_blocks: int | str, recipe: ViewRecipe,
                 settings: TrainSettings, cache_dir: Path, workers: int, max_pixels: int | None, progress: bool,
                 runtime: str = "auto", restart: bool = False,
-                ray: RayTrainOptions | None = None) -> tuple[str, dict[str, Any]]:
-    """Fine-tune one backbone on (shas, labels) of train and val; returns the tuned backbone's id and a summary.
-    With `ray`, the epochs run on Ray Train workers (finegrain.scale.train)."""
+                ray: RayTrainOptions | None = None) -> tuple[str, dict[str, Any], TopNetwork | None]:
+    """Fine-tune one backbone on (shas, labels) of train and val; returns the tuned backbone's id, a summary and,
+    with RBI, the trained top network (its RBI part becomes the model's head). With `ray`, the epochs run on Ray
+    Train workers (finegrain.scale.train)."""
     t0 = time.perf_counter()
     base = get_backbone(backbone_id)
     staged: StagedFeatures = staged_copy(base)
@@ -123,17 +124,15 @@ def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple
                "network_val_accuracy": trainer.best["val_accuracy"] if val_b else None,
                "store": str(store.directory), "store_seconds": round(t_store, 1),
                "train_seconds": round(time.perf_counter() - t0 - t_store, 1), "unreadable_in_store": len(errors)}
-    if top_cpu.rbi is not None:
-        summary["rbi_network"] = top_cpu  # taken out by `finetune`, which makes it the model's head
     shutil.rmtree(run_dir, ignore_errors=True)
-    return tuned.id, summary
+    return tuned.id, summary, top_cpu if top_cpu.rbi is not None else None
 
 
 def rbi_head(top: TopNetwork, classes: list[str], settings: TrainSettings, epochs: int):
     """The model's head from an RBI-tuned network: its RBI part, read as an `rbi` head reads embeddings."""
     from ..heads.rbi import TunedRBIHead
 
-    return TunedRBIHead(top.rbi, classes, np.zeros(top.width, np.float32), np.ones(top.width, np.float32), epochs,
+    return TunedRBIHead(top.rbi, classes, epochs,
                         mode=settings.rbi_mode, rpe=settings.rbi_rpe, batch_size=settings.batch_size,
                         sampler=settings.rbi_sampler, k_per_class=settings.rbi_k, width=settings.rbi_width,
                         heads=settings.rbi_heads, layers=settings.rbi_layers, mlp=True,
@@ -204,19 +203,20 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
                             found=f"{len(classes)} class", fix="add images of other classes")
         val_emb = val_emb.subset([lab in set(classes) for lab in val_emb.labels])
         paths = dict(zip(train_emb.shas + val_emb.shas, train_emb.samples + val_emb.samples))  # samples: crop boxes travel
-        tuned_ids, summaries = [], []
+        tuned_ids, summaries, tops = [], [], []
         for member in member_ids(backbone):
-            tuned, summary = tune_member(
+            tuned, summary, top = tune_member(
                 member, (train_emb.shas, train_emb.labels), (val_emb.shas, val_emb.labels), paths, classes,
                 train_blocks=train_blocks, recipe=recipe, settings=settings, cache_dir=cache_root, workers=workers,
                 max_pixels=max_pixels, progress=progress, runtime=runtime, restart=restart, ray=ray)
             tuned_ids.append(tuned)
             summaries.append(summary)
+            tops.append(top)
         if calibrate and not val_emb.samples:
             log.warning("no held-out images (--val-split 0 and no val split): the model keeps uncalibrated confidences "
                         "and has no unknown detector")
-        top = summaries[0].pop("rbi_network", None)
-        head = "logistic" if top is None else rbi_head(top, classes, settings, summaries[0]["best_epoch"] or settings.epochs)
+        head = "logistic" if tops[0] is None else rbi_head(tops[0], classes, settings,
+                                                            summaries[0]["best_epoch"] or settings.epochs)
         with phase("fitting the head and calibration on the tuned embeddings"):
             clf = fit(ds, backbone=SEPARATOR.join(tuned_ids), head=head, head_params=head_params,
                       val_split=val_split if val_split > 0 else DEFAULT_HEAD_VAL_SPLIT, seed=seed, cache_dir=cache_root,

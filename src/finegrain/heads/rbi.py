@@ -191,6 +191,7 @@ class RBIHead(Head):
     """RRA + RPE + a linear classifier, trained on cached embeddings; see the module docstring."""
 
     name = "rbi"
+    allowed_rpes = RPES  # the encodings a head can compute from embeddings alone
 
     def __init__(self, mode: str = "single", rpe: str = "self", batch_size: int = 64, sampler: str = "random",
                  k_per_class: int = 4, width: int = 128, heads: int = 4, layers: int = 1, mlp: bool = True,
@@ -220,7 +221,7 @@ class RBIHead(Head):
 
     def _check_params(self) -> None:
         _choice("mode", self.mode, MODES)
-        _choice("rpe", self.rpe, RPES)
+        _choice("rpe", self.rpe, self.allowed_rpes)
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("bank", self.bank, BANKS)
         if self.width % self.heads:
@@ -451,22 +452,19 @@ class RBIHead(Head):
 class TunedRBIHead(RBIHead):
     """An `rbi` head whose network was trained inside fine-tuning (`finegrain finetune --rbi`) together with the
     backbone whose embeddings it reads. `fit` keeps that network: it only checks the classes, builds the bank
-    from the final embeddings and measures the held-out accuracy. Saved and loaded as an ordinary `rbi` head."""
+    from the final embeddings and measures the held-out accuracy. Saved and loaded as an ordinary `rbi` head.
+    The network reads the embeddings as they are, so its standardisation is the identity."""
 
-    def __init__(self, network, classes, mean: np.ndarray, scale: np.ndarray, epochs: int, **params: Any) -> None:
+    allowed_rpes = RPES + SIMILARITY_RPES  # similarity encodings were computed from activations while training
+
+    def __init__(self, network, classes, epochs: int, **params: Any) -> None:
         super().__init__(**params)
-        self._network, self._classes = network, np.asarray(classes)
-        self._mean, self._scale, self._epochs = np.asarray(mean, np.float32), np.asarray(scale, np.float32), epochs
+        self._network, self._classes, self._epochs = network, np.asarray(classes), epochs
 
     def unfitted_twin(self) -> "TunedRBIHead":
         """The same trained network, not yet fitted (calibration refits a twin on part of the data: only the bank
         and the classes depend on it here)."""
-        return TunedRBIHead(self._network, self._classes, self._mean, self._scale, self._epochs, **self.get_params())
-
-    def _check_params(self) -> None:
-        _choice("mode", self.mode, MODES)
-        _choice("rpe", self.rpe, RPES + SIMILARITY_RPES)
-        _choice("bank", self.bank, BANKS)
+        return TunedRBIHead(self._network, self._classes, self._epochs, **self.get_params())
 
     def fit(self, X, y, X_val=None, y_val=None) -> "TunedRBIHead":
         self._check_params()
@@ -476,7 +474,9 @@ class TunedRBIHead(RBIHead):
                             expected=f"{len(self._classes)} classes: {', '.join(map(str, self._classes[:5]))}…",
                             found=f"{len(self.classes_)} classes", fix="fit on the data the network was tuned on")
         self.net_ = self._network.eval()
-        self.mean_, self.scale_, self.epochs_ = self._mean, self._scale, int(self._epochs)
+        self.mean_ = np.zeros(self.n_features_in_, np.float32)
+        self.scale_ = np.ones(self.n_features_in_, np.float32)
+        self.epochs_ = int(self._epochs)
         Z, y_all = self._standardise(X), yi
         if X_val is not None and len(X_val):
             Zv, yv = self._standardise(np.asarray(X_val, dtype=np.float32)), self.encode_labels(np.asarray(y_val))
