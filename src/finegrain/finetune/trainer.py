@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..heads.rbi import SIMILARITY_RPES
 from ..progress import note, progress_scope
 from .settings import TrainSettings
 from .store import ActivationStore
@@ -365,13 +366,17 @@ class Trainer:
             logits = self.forward_module(mixed).float()
         return -(target * nn.functional.log_softmax(logits, dim=1)).sum(1).mean()
 
+    def _mixed_loss(self, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: float) -> torch.Tensor:
+        """Label-smoothed cross-entropy of a (possibly mixed) batch: λ towards y_a, 1 − λ towards y_b."""
+        def ce(y: torch.Tensor) -> torch.Tensor:
+            return nn.functional.cross_entropy(logits, y, label_smoothing=self.s.label_smoothing)
+
+        return lam * ce(y_a) + (1 - lam) * ce(y_b)
+
     def _rbi_loss(self, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: float) -> torch.Tensor:
         """Cross-entropy on the batch-refined logits + aux_weight × on the unrefined ones (the single-image path)."""
-        def mixed(out: torch.Tensor) -> torch.Tensor:
-            return lam * nn.functional.cross_entropy(out, y_a, label_smoothing=self.s.label_smoothing) + \
-                (1 - lam) * nn.functional.cross_entropy(out, y_b, label_smoothing=self.s.label_smoothing)
-
-        return mixed(logits[0]) + self.s.rbi_aux_weight * mixed(logits[1])
+        return self._mixed_loss(logits[0], y_a, y_b, lam) + \
+            self.s.rbi_aux_weight * self._mixed_loss(logits[1], y_a, y_b, lam)
 
     # --- training ----------------------------------------------------------------------------------------
     def fit(self, train: Batches, val: Batches | None) -> dict[str, torch.Tensor]:
@@ -382,7 +387,6 @@ class Trainer:
         self.start(train)
         steps_per_epoch = math.ceil(len(train.shas) / self.s.batch_size)
         total, warmup = steps_per_epoch * self.s.epochs, int(round(steps_per_epoch * self.s.warmup_epochs))
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=self.s.label_smoothing)
         while self.epoch < self.s.epochs:
             t0 = time.perf_counter()
             rng = np.random.default_rng([self.s.seed, self.epoch])
@@ -405,14 +409,14 @@ class Trainer:
                                         saliency=self.top.class_activation)
                 for g in self.opt.param_groups:
                     g["lr"] = g["base_lr"] * lr_factor(self.step, total, warmup)
-                similarity = pair_similarity(x, self.s.rbi_rpe) if self.s.rbi and self.s.rbi_rpe in ("psnr", "cosine") \
+                similarity = pair_similarity(x, self.s.rbi_rpe) if self.s.rbi and self.s.rbi_rpe in SIMILARITY_RPES \
                     else None
                 with self._autocast():
                     logits = self.forward_module(x, similarity).float()
                 if self.s.rbi:
                     loss = self._rbi_loss(logits, y_a, y_b, lam)
                 elif self.world == 1:
-                    loss = lam * loss_fn(logits, y_a) + (1 - lam) * loss_fn(logits, y_b)
+                    loss = self._mixed_loss(logits, y_a, y_b, lam)
                 else:
                     loss = self._share_of_batch_loss(logits, y_a, y_b, lam, len(batch))
                 if self.s.mixoe > 0:
