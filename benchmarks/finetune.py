@@ -54,7 +54,19 @@ ROWS = {  # name: (dataset, command, extra arguments)
     "plankton_cutmix": ("plankton", "finetune", ["--cutmix", "1.0"]),
     "plankton_mixup": ("plankton", "finetune", ["--mixup", "0.4"]),
     "cub100_ray2": ("cub100", "finetune", ["--engine", "ray", "--ray-workers", "2"]),  # Ray Train, 2 DDP workers
+    "cub100_frozen_whole": ("cub100", "fit", ["--backbone", "efficientnet_lite0@whole"]),  # input size and crop
+    "cub100_frozen_288_whole": ("cub100", "fit", ["--backbone", "efficientnet_lite0@288-whole"]),
+    "cub100_frozen_320_whole": ("cub100", "fit", ["--backbone", "efficientnet_lite0@320-whole"]),
+    "cub100_whole": ("cub100", "finetune", ["--backbone", "efficientnet_lite0@whole"]),
+    "cub100_288_whole": ("cub100", "finetune", ["--backbone", "efficientnet_lite0@288-whole"]),
+    "cub100_320_whole": ("cub100", "finetune", ["--backbone", "efficientnet_lite0@320-whole"]),
+    "plankton_frozen_whole": ("plankton", "fit", ["--backbone", "efficientnet_lite0@whole"]),
+    "plankton_frozen_320_whole": ("plankton", "fit", ["--backbone", "efficientnet_lite0@320-whole"]),
+    "plankton_whole": ("plankton", "finetune", ["--backbone", "efficientnet_lite0@whole"]),
+    "plankton_320_whole": ("plankton", "finetune", ["--backbone", "efficientnet_lite0@320-whole"]),
     "cub100_lite012_frozen": ("cub100", "fit", ["--backbone", LITE012]),
+    "cub100_lite012_frozen_320_whole": ("cub100", "fit", ["--backbone", "+".join(
+        f"{member}@320-whole" for member in LITE012.split("+"))]),
     "cub100_lite012": ("cub100", "finetune", ["--backbone", LITE012]),
     "cub100_stock_plus_tuned": ("cub100", "fit", ["--backbone", f"efficientnet_lite0+{CACHE}/work/cub100_default_s0"]),
     "plankton_frozen": ("plankton", "fit", []),

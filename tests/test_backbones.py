@@ -7,7 +7,8 @@ import pytest
 from finegrain.backbones import TUNED_FAMILY, VLM_FAMILIES, Preprocess, get_backbone, list_backbones
 
 # CLIP-family ids need a model argument: their image towers are tested with a tiny CLIP in tests/zeroshot
-PLAIN = [b for b in list_backbones() if b not in (*VLM_FAMILIES, TUNED_FAMILY)] + ["tiny:24"]
+PLAIN = [b for b in list_backbones() if b not in (*VLM_FAMILIES, TUNED_FAMILY)] + ["tiny:24", "tiny@48-whole",
+                                                                                    "efficientnet_lite0@256"]
 from finegrain.errors import ConfigError
 
 
@@ -38,3 +39,54 @@ def test_preprocess_resizes_shorter_side_then_centre_crops():
 def test_unknown_backbone_suggests_closest():
     with pytest.raises(ConfigError, match="did you mean 'efficientnet_lite0'"):
         get_backbone("efficientnet-lite0")
+
+
+@pytest.mark.parametrize("backbone_id, size, crop_pct", [("tiny@48", 48, 1.0), ("efficientnet_lite0@320-whole", 320, 1.0),
+                                                         ("efficientnet_lite0@288", 288, 0.875),
+                                                         ("efficientnet_lite0@whole", 224, 1.0)])
+def test_input_part_of_the_id_sets_size_and_crop_and_keys_the_cache_apart(backbone_id, size, crop_pct):
+    bb, base = get_backbone(backbone_id), get_backbone(backbone_id.partition("@")[0])
+    assert bb.id == backbone_id and (bb.preprocess.size, bb.preprocess.crop_pct) == (size, crop_pct)
+    assert bb.weights_fingerprint() == base.weights_fingerprint() and bb.cache_key != base.cache_key
+    assert bb.preprocess.mean == base.preprocess.mean and bb.features is base.features  # same network, one copy
+
+
+def test_the_whole_image_keeps_the_margin_the_centre_crop_cuts():
+    from PIL import Image
+    arr = np.zeros((64, 64, 3), dtype=np.uint8)
+    arr[:2] = 255  # a white top margin: inside 'whole', cut by the 87.5 % centre crop
+    img = Image.fromarray(arr)
+    assert get_backbone("efficientnet_lite0@64").preprocess.apply(img).max() == 0
+    assert get_backbone("efficientnet_lite0@64-whole").preprocess.apply(img)[0].min() == 255
+
+
+@pytest.mark.parametrize("bad, message", [("tiny@big", "not understood"), ("tiny@320-centre", "not understood"),
+                                          ("tiny@8", "out of range"), ("tiny@5000", "out of range"),
+                                          ("@320", "not understood")])
+def test_bad_input_parts_are_refused_with_the_forms_accepted(bad, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        get_backbone(bad)
+    assert "@SIZE-whole" in str(err.value) or "32–1024" in str(err.value)
+
+
+def test_an_input_part_is_refused_on_a_backbone_with_a_fixed_input():
+    from finegrain.backbones.base import Backbone
+    from finegrain.backbones.inputs import InputSpec, with_input
+
+    class Fixed(Backbone):
+        id, embed_dim, preprocess = "fixed", 4, Preprocess(size=32)
+
+        def _forward(self, batch):
+            return np.ones((len(batch), 4))
+
+        def weights_fingerprint(self):
+            return "w"
+
+    with pytest.raises(ConfigError, match="cannot take another input size"):
+        with_input(Fixed(), InputSpec(64, False), "fixed@64")
+
+
+def test_a_fine_tuned_id_is_never_read_as_an_input_part():
+    from finegrain.backbones.inputs import split_input
+    assert split_input("finetuned:efficientnet_lite0@320-whole.0123abcd") == (
+        "finetuned:efficientnet_lite0@320-whole.0123abcd", None)

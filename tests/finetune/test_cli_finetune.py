@@ -56,6 +56,24 @@ def test_finetune_writes_a_model_every_command_uses(tmp_path, capsys):
     assert code == 0, err
 
 
+def test_an_input_size_chosen_in_the_backbone_id_travels_with_the_tuned_network(tmp_path, capsys):
+    data = make_split_folder(tmp_path / "birds")
+    model = tmp_path / "tuned"
+    args = [a for a in FAST if a != "tiny"]
+    args[args.index("--backbone") + 1:args.index("--backbone") + 1] = ["tiny@40-whole"]
+    code, _, err = run_cli(capsys, "finetune", data, "-o", model, "--epochs", "1", *args)
+    assert code == 0, err
+    config = json.loads((model / "config.json").read_text())
+    assert config["backbone"].startswith("finetuned:tiny@40-whole.")
+    assert (config["preprocess"]["size"], config["preprocess"]["crop_pct"]) == (40, 1.0)
+    outputs = {}
+    for runtime in ("torch", "onnx"):
+        code, out, err = run_cli(capsys, "predict", model, data / "test", "--format", "jsonl", "--runtime", runtime, "-q")
+        assert code == 0, err
+        outputs[runtime] = [json.loads(line)["confidence"] for line in out.splitlines()]
+    assert outputs["torch"] == pytest.approx(outputs["onnx"], abs=1e-3)
+
+
 def test_tuned_model_refuses_tampered_weights(tmp_path, capsys):
     data = make_split_folder(tmp_path / "birds")
     model = tmp_path / "tuned"

@@ -8,12 +8,12 @@ from typing import Callable
 
 from ..errors import ConfigError
 from ..registry import Registry
-from .base import Backbone, Preprocess
+from .base import TUNED_FAMILY, Backbone, Preprocess
 from .composite import SEPARATOR, CompositeBackbone, member_ids
+from .inputs import INPUT_MARK, split_input, with_input
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 VLM_FAMILIES = ("hf_clip", "open_clip")
-TUNED_FAMILY = "finetuned"  # `finetuned:BASE.HASH`: weights written by `finegrain finetune` into a model folder
 BACKBONES: Registry[Callable[[str], Backbone]] = Registry("backbone")
 
 
@@ -46,11 +46,11 @@ _register_builtin()
 
 
 def parse_backbone_id(backbone_id: str) -> tuple[str, str | None]:
-    """'family:arg' → ('family', 'arg'); 'name' → ('name', None)."""
+    """'family:arg' → ('family', 'arg'); 'name' → ('name', None); an input part ('name@320') is left out."""
     if not isinstance(backbone_id, str) or not backbone_id.strip():
         raise ConfigError("empty backbone id", expected="a name such as 'efficientnet_lite0'",
                           found=repr(backbone_id), fix=f"pass one of: {', '.join(BACKBONES.names())}")
-    family, sep, arg = backbone_id.strip().partition(":")
+    family, sep, arg = split_input(backbone_id)[0].strip().partition(":")
     return (family, arg) if sep else (family, None)
 
 
@@ -59,6 +59,9 @@ def get_backbone(backbone_id: str = DEFAULT_BACKBONE) -> Backbone | CompositeBac
     """Build (once per process) the backbone named by `backbone_id`."""
     if SEPARATOR in str(backbone_id):
         return CompositeBackbone([get_backbone(m) for m in member_ids(backbone_id)])
+    base_id, spec = split_input(backbone_id)
+    if spec is not None:
+        return with_input(get_backbone(base_id), spec, backbone_id.strip())
     family, _ = parse_backbone_id(backbone_id)
     if family not in BACKBONES.names() and Path(backbone_id).expanduser().is_dir():  # a model folder's backbone
         from ..finetune.network import backbone_of_model_folder
@@ -77,4 +80,4 @@ def list_backbones() -> list[str]:
     return BACKBONES.names()
 
 
-__all__ = ["Backbone", "CompositeBackbone", "Preprocess", "DEFAULT_BACKBONE", "get_backbone", "list_backbones", "member_widths", "parse_backbone_id"]
+__all__ = ["INPUT_MARK", "Backbone", "CompositeBackbone", "Preprocess", "DEFAULT_BACKBONE", "get_backbone", "list_backbones", "member_widths", "parse_backbone_id"]

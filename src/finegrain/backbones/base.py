@@ -21,6 +21,8 @@ _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.B
              "lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}
 
 
+TUNED_FAMILY = "finetuned"  # `finetuned:BASE.HASH`: weights written by `finegrain finetune` into a model folder
+
 # The biggest image the resize step may create (~200 MB as RGB): allows aspect ratios up to ~750:1 at 224 px.
 MAX_RESIZED_PIXELS: int = 50_000_000
 
