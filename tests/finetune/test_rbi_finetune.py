@@ -148,3 +148,19 @@ def test_rbi_network_starts_as_the_linear_probe_and_plain_mode_skips_the_attenti
         assert torch.allclose(top.rbi.refine(h, context), h)  # zero-initialised branches: the identity
     top.rbi.blocks[0].out.weight.data.normal_()
     assert not torch.allclose(top.rbi.refine(h, "single"), h) and torch.equal(top.rbi.refine(h, "plain"), h)
+
+
+@pytest.mark.parametrize("mode", ["single", "plain"])
+def test_tuned_rbi_head_reports_the_held_out_accuracy_of_its_own_deployable_mode(mode):
+    from finegrain.finetune.api import rbi_head
+
+    top = _rbi_top()
+    top.rbi.blocks[0].out.weight.data.normal_(std=3.0)  # attention that changes answers: the modes now differ
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 16)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = np.array(["a", "b", "c"] * 10)
+    head = rbi_head(top, ["a", "b", "c"], TrainSettings(rbi=True, rbi_width=16, rbi_heads=2, rbi_mode=mode), 3)
+    head.fit(X[:15], y[:15], X[15:], y[15:])
+    expected = (head.with_mode(mode).predict(X[15:]) == y[15:]).mean()
+    assert head.val_accuracy_ == pytest.approx(expected)

@@ -480,7 +480,8 @@ class TunedRBIHead(RBIHead):
         Z, y_all = self._standardise(X), yi
         if X_val is not None and len(X_val):
             Zv, yv = self._standardise(np.asarray(X_val, dtype=np.float32)), self.encode_labels(np.asarray(y_val))
-            self.val_accuracy_ = float((self.with_mode("single")._logits(Zv).argmax(1) == yv).mean())
+            scored = self.mode if self.mode == "plain" else "single"  # what the kept epoch was chosen by
+            self.val_accuracy_ = float((self.with_mode(scored)._logits(Zv).argmax(1) == yv).mean())
             Z, y_all = np.concatenate([Z, Zv]), np.concatenate([yi, yv])
         else:
             self.val_accuracy_ = float("nan")
