@@ -22,16 +22,20 @@ class LabelProb(BaseModel):
     prob: float
 
 
-class ImageResult(BaseModel):
+class PerImage(BaseModel):
+    """What every per-image answer carries: which upload it is, and whether it could be read."""
     filename: str
     status: str  # "ok" or "error" (a request with several images answers the readable ones)
+    error: Optional[str] = None
+    error_code: Optional[str] = None
+
+
+class ImageResult(PerImage):
     label: Optional[str] = None  # "unknown" when the unknown verdict is yes
     confidence: Optional[float] = None
     top_k: list[LabelProb] = []
     unknown: Optional[bool] = None
     known_score: Optional[float] = None
-    error: Optional[str] = None
-    error_code: Optional[str] = None
 
 
 class Provenance(BaseModel):
@@ -81,12 +85,8 @@ class IndexNeighbour(BaseModel):
     thumbnail_jpeg_base64: Optional[str] = None
 
 
-class NeighboursResult(BaseModel):
-    filename: str
-    status: str
+class NeighboursResult(PerImage):
     neighbours: list[IndexNeighbour] = []
-    error: Optional[str] = None
-    error_code: Optional[str] = None
 
 
 class IndexInfo(BaseModel):
