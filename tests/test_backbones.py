@@ -43,7 +43,8 @@ def test_unknown_backbone_suggests_closest():
 
 @pytest.mark.parametrize("backbone_id, size, crop_pct", [("tiny@48", 48, 1.0), ("efficientnet_lite0@320-whole", 320, 1.0),
                                                          ("efficientnet_lite0@288", 288, 0.875),
-                                                         ("efficientnet_lite0@whole", 224, 1.0)])
+                                                         ("efficientnet_lite0@whole", 224, 1.0),
+                                                         ("efficientnet_lite0@256-pad", 256, 1.0)])
 def test_input_part_of_the_id_sets_size_and_crop_and_keys_the_cache_apart(backbone_id, size, crop_pct):
     bb, base = get_backbone(backbone_id), get_backbone(backbone_id.partition("@")[0])
     assert bb.id == backbone_id and (bb.preprocess.size, bb.preprocess.crop_pct) == (size, crop_pct)
@@ -58,6 +59,31 @@ def test_the_whole_image_keeps_the_margin_the_centre_crop_cuts():
     img = Image.fromarray(arr)
     assert get_backbone("efficientnet_lite0@64").preprocess.apply(img).max() == 0
     assert get_backbone("efficientnet_lite0@64-whole").preprocess.apply(img)[0].min() == 255
+
+
+def test_pad_letterboxes_the_whole_image_on_its_border_colour_and_keys_apart_only_when_used():
+    from PIL import Image
+    arr = np.full((50, 100, 3), 240, dtype=np.uint8)  # a wide grey-white photo with a dark organism inside
+    arr[10:40, 5:95] = 20
+    pre = get_backbone("tiny@64-pad").preprocess
+    out = pre.apply(Image.fromarray(arr))
+    assert out.shape == (64, 64, 3) and pre.fit == "pad"
+    assert (out[:16] == 240).all() and (out[-16:] == 240).all()  # padding above and below, in the border colour
+    assert (out[32, 4:60] < 60).all()  # the organism spans the width: nothing cut, not stretched vertically
+    assert Preprocess.from_dict(pre.to_dict()) == pre and pre.to_dict()["fit"] == "pad"
+    assert "fit" not in get_backbone("tiny").preprocess.to_dict()  # cache keys written before 'pad' stay valid
+
+
+def test_training_views_of_a_pad_backbone_are_letterboxed_not_stretched():
+    from PIL import Image
+
+    from finegrain.finetune.views import ViewRecipe, random_view
+    arr = np.full((20, 100, 3), 255, dtype=np.uint8)
+    arr[5:15, :] = 0
+    pre = get_backbone("tiny@64-pad").preprocess
+    view = random_view(Image.fromarray(arr), pre, ViewRecipe(scale_min=1.0, ratio=(5.0, 5.0), jitter=0.0),
+                       np.random.default_rng(0))
+    assert (view[:20] == 255).all() and (view[-20:] == 255).all() and (view[32] < 30).all()
 
 
 @pytest.mark.parametrize("bad, message", [("tiny@big", "not understood"), ("tiny@320-centre", "not understood"),

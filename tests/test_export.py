@@ -64,3 +64,21 @@ def test_heads_without_an_onnx_form_are_refused(split_folder, tmp_path, capsys):
     assert run_cli(capsys, "fit", split_folder, "-o", tmp_path / "knn", "--backbone", "tiny", "--head", "knn", "-q")[0] == 0
     code, _, err = run_cli(capsys, "export", tmp_path / "knn", "-o", tmp_path / "k.onnx")
     assert code == 2 and "knn head has no ONNX form" in err and not (tmp_path / "k.onnx").exists()
+
+
+def test_readme_example_letterboxes_for_a_pad_model_as_finegrain_does(split_folder, tmp_path, capsys):
+    from PIL import Image
+    photo = tmp_path / "wide.png"  # a wide photo on a white border: pad and crop frame it differently
+    arr = np.full((30, 90, 3), 250, dtype=np.uint8)
+    arr[8:22, 10:50] = np.asarray(Image.open(sorted((split_folder / "test" / "blue_jay").iterdir())[0]))[:14]
+    Image.fromarray(arr).save(photo)
+    assert run_cli(capsys, "fit", split_folder, "-o", tmp_path / "m", "--backbone", "tiny@pad", "-q")[0] == 0
+    out = tmp_path / "model.onnx"
+    assert run_cli(capsys, "export", tmp_path / "m", "-o", out, "-q")[0] == 0
+    assert "longer side" in {p.key: p.value for p in onnx.load(str(out)).metadata_props}["input"]
+    probe = f"import sys; sys.modules['finegrain'] = None; sys.argv = {[str(EXAMPLE), str(out), str(photo)]!r}; " \
+            f"exec(open({str(EXAMPLE)!r}).read())"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    pred = Classifier.load(tmp_path / "m").predict([photo], progress=False)[0]
+    assert proc.stdout.split()[1:3] == [pred.label, f"{pred.probs[0]:.3f},"]

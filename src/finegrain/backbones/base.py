@@ -34,23 +34,33 @@ def _check_resize(width: int, height: int, new: tuple[int, int]) -> None:
                                   "(crop it to a sensible aspect ratio)")
 
 
+FITS = ("crop", "pad")
+
+
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize the shorter side to size/crop_pct, centre-crop size×size, then (x/255 - mean)/std in the model."""
+    """Resize the shorter side to size/crop_pct, centre-crop size×size, then (x/255 - mean)/std in the model.
+    With fit='pad' the longer side is resized to size instead and the image is centred on a size×size canvas of
+    its own border colour (letterbox): nothing of it is cut, and its shape is not distorted."""
 
     size: int
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    fit: str = "crop"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.fit == "crop":  # left out, so every model and cache key written before 'pad' existed stays valid
+            del d["fit"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
         return cls(size=int(d["size"]), crop_pct=float(d["crop_pct"]), interpolation=str(d["interpolation"]),
-                   mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]))
+                   mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]),
+                   fit=str(d.get("fit", "crop")))
 
     @property
     def resize_to(self) -> int:
@@ -66,6 +76,8 @@ class Preprocess:
 
         Raises `ImageError` when the resized image would be over `MAX_RESIZED_PIXELS`: a thin strip
         (100000×2) is small on disk and to decode, but scaling its short side up would need gigabytes."""
+        if self.fit == "pad":
+            return letterbox(img, self.size, self.interpolation)
         w, h = img.size
         new = self.resized_size(w, h)
         _check_resize(w, h, new)
@@ -74,6 +86,23 @@ class Preprocess:
         left, top = (new[0] - self.size) // 2, (new[1] - self.size) // 2
         img = img.crop((left, top, left + self.size, top + self.size))
         return np.asarray(img, dtype=np.uint8)
+
+
+def letterbox(img: Image.Image, size: int, interpolation: str) -> np.ndarray:
+    """(size, size, 3) uint8: `img` scaled so its longer side is `size`, centred on a canvas of the median colour
+    of its border — white around a plankton photo, the wall behind a museum specimen — so the padding reads as
+    more background, not as a frame."""
+    w, h = img.size
+    scale = size / max(w, h)
+    new = (min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale))))
+    resized = img.resize(new, _RESAMPLE[interpolation], reducing_gap=None) if new != (w, h) else img
+    arr = np.asarray(resized, dtype=np.uint8)
+    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+    canvas = np.empty((size, size, 3), dtype=np.uint8)
+    canvas[:] = np.median(border, axis=0).astype(np.uint8)
+    top, left = (size - new[1]) // 2, (size - new[0]) // 2
+    canvas[top:top + new[1], left:left + new[0]] = arr
+    return canvas
 
 
 def file_fingerprint(path: Path) -> str:

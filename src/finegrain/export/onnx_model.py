@@ -111,9 +111,17 @@ def metadata(clf: Classifier, opset: int, int8: bool) -> dict[str, str]:
     return {"finegrain_version": __version__, "classes": json.dumps(clf.classes), "backbone": clf.backbone_id,
             "preprocess": json.dumps(clf.preprocess), "temperature": repr(float(clf.temperature)),
             "head": clf.head.name, "opset": str(opset), "int8": str(int8).lower(),
-            "input": "images: uint8 (N, size, size, 3) RGB, resized (shorter side to size/crop_pct, "
-                     "interpolation as in preprocess) then centre-cropped to size x size",
+            "input": _input_description(clf.preprocess),
             "output": "probabilities: float32 (N, len(classes)), calibrated"}
+
+
+def _input_description(preprocess: dict) -> str:
+    """How a caller must prepare images for the exported graph, as the model's own preprocessing does it."""
+    if preprocess.get("fit") == "pad":
+        return ("images: uint8 (N, size, size, 3) RGB, resized (longer side to size, interpolation as in preprocess) "
+                "then centred on a size x size canvas of the median colour of the image's border")
+    return ("images: uint8 (N, size, size, 3) RGB, resized (shorter side to size/crop_pct, interpolation as in "
+            "preprocess) then centre-cropped to size x size")
 
 
 def _write_metadata(path: Path, meta: dict[str, str]) -> None:

@@ -1,8 +1,9 @@
 """Seeded augmented views of an image: what the frozen trunk sees, once per view, before training starts.
 
-View 0 is always the backbone's own evaluation preprocessing (the centre crop), so validation and the stored
-activations of view 0 match what `predict` computes. Views 1..K-1 are random-resized crops with a horizontal
-flip and a mild colour jitter (species differ by colour, so hue is never touched). Each view's randomness
+View 0 is always the backbone's own evaluation preprocessing (the centre crop, or the letterboxed image of an
+`@pad` backbone), so validation and the stored activations of view 0 match what `predict` computes. Views
+1..K-1 are random-resized crops (letterboxed, not stretched, for `@pad`) with a horizontal flip and a mild
+colour jitter (species differ by colour, so hue is never touched). Each view's randomness
 comes from (seed, image content, view index): the same image gets the same views in every run.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from ..backbones.base import _RESAMPLE, Preprocess
+from ..backbones.base import _RESAMPLE, Preprocess, letterbox
 from ..errors import ConfigError
 
 
@@ -73,7 +74,10 @@ def _jitter(img: Image.Image, rng: np.random.Generator, strength: float) -> Imag
 def random_view(img: Image.Image, pre: Preprocess, recipe: ViewRecipe, rng: np.random.Generator) -> np.ndarray:
     """One augmented (size, size, 3) uint8 view of an RGB image."""
     box = _crop_box(*img.size, rng, recipe.scale_min, recipe.ratio)
-    view = img.crop(box).resize((pre.size, pre.size), _RESAMPLE[pre.interpolation], reducing_gap=None)
+    if pre.fit == "pad":  # framed as prediction frames the whole image: letterboxed, never stretched
+        view = Image.fromarray(letterbox(img.crop(box), pre.size, pre.interpolation))
+    else:
+        view = img.crop(box).resize((pre.size, pre.size), _RESAMPLE[pre.interpolation], reducing_gap=None)
     if recipe.flip and rng.random() < 0.5:
         view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if recipe.jitter > 0:
