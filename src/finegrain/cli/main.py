@@ -189,8 +189,9 @@ def cmd_backbones(args: argparse.Namespace) -> int:
         print("join ids with '+' to use several side by side, e.g. efficientnet_lite0+efficientnet_lite2 "
               "(more accurate, slower, no Grad-CAM)", file=sys.stderr)
         print("add '@SIZE' for another input size, '@SIZE-whole' (or '@whole') to keep the whole shorter side "
-              "instead of the 87.5 % centre crop, e.g. efficientnet_lite0@320-whole (photos already cropped to "
-              "their subject; more accurate, ~2x slower)", file=sys.stderr)
+              "instead of the 87.5 % centre crop, e.g. efficientnet_lite0@320-whole (photos cropped to their "
+              "subject; more accurate, ~2x slower), '@pad' to letterbox the whole image (subjects of every shape "
+              "on a plain background, such as plankton)", file=sys.stderr)
     return 0
 
 
