@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="folder, manifest (.csv/.parquet) or CUB-style folder, as for fit")
     p.add_argument("-o", "--output", required=True, type=Path, help="model directory to write")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE,
-                   help=f"backbone to tune (default {DEFAULT_BACKBONE}); 'a+b' tunes each member, then joins them")
+                   help=f"backbone to tune (default {DEFAULT_BACKBONE}); 'a+b' tunes each member, then joins them; "
+                        "'NAME@320-whole' or 'NAME@pad' sets its input size and framing (see `finegrain backbones`)")
     p.add_argument("--train-blocks", type=_train_blocks, default=DEFAULT_TRAIN_BLOCKS, metavar="N|all",
                    help=f"train the last N blocks (+ the final conv) on stored activations of the rest (default "
                         f"{DEFAULT_TRAIN_BLOCKS}); 0: classifier only; all: full fine-tuning (slow on a CPU, for GPUs)")
