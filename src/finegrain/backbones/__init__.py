@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from .base import TUNED_FAMILY, Backbone, Preprocess
 from .composite import SEPARATOR, CompositeBackbone, member_ids
-from .inputs import INPUT_MARK, split_input, with_input
+from .inputs import split_input, with_input
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 VLM_FAMILIES = ("hf_clip", "open_clip")
@@ -80,4 +80,4 @@ def list_backbones() -> list[str]:
     return BACKBONES.names()
 
 
-__all__ = ["INPUT_MARK", "Backbone", "CompositeBackbone", "Preprocess", "DEFAULT_BACKBONE", "get_backbone", "list_backbones", "member_widths", "parse_backbone_id"]
+__all__ = ["Backbone", "CompositeBackbone", "Preprocess", "DEFAULT_BACKBONE", "get_backbone", "list_backbones", "member_widths", "parse_backbone_id"]

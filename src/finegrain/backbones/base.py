@@ -34,9 +34,6 @@ def _check_resize(width: int, height: int, new: tuple[int, int]) -> None:
                                   "(crop it to a sensible aspect ratio)")
 
 
-FITS = ("crop", "pad")
-
-
 @dataclass(frozen=True)
 class Preprocess:
     """Resize the shorter side to size/crop_pct, centre-crop size×size, then (x/255 - mean)/std in the model.
