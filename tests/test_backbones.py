@@ -116,3 +116,9 @@ def test_a_fine_tuned_id_is_never_read_as_an_input_part():
     from finegrain.backbones.inputs import split_input
     assert split_input("finetuned:efficientnet_lite0@320-whole.0123abcd") == (
         "finetuned:efficientnet_lite0@320-whole.0123abcd", None)
+
+
+def test_cli_refuses_a_bad_input_part_with_a_usage_error_and_no_traceback(split_folder, tmp_path, capsys):
+    from conftest import run_cli
+    code, _, err = run_cli(capsys, "fit", split_folder, "-o", tmp_path / "m", "--backbone", "tiny@huge", "-q")
+    assert code == 2 and "not understood" in err and "fix:" in err and "Traceback" not in err
