@@ -27,6 +27,7 @@ from _common import RESULTS, machine, peak_rss_children_mib, run_cli, shared_dat
 
 CACHE = Path(os.environ.get("FINEGRAIN_BENCH_CACHE", "/tmp/finegrain-bench-cache"))
 LITE012 = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
+LITE012_320_WHOLE = "+".join(f"{member}@320-whole" for member in LITE012.split("+"))
 ROWS = {  # name: (dataset, command, extra arguments)
     "cub100_frozen": ("cub100", "fit", []),
     "cub100_default": ("cub100", "finetune", []),
@@ -69,9 +70,9 @@ ROWS = {  # name: (dataset, command, extra arguments)
     "plankton_whole": ("plankton", "finetune", ["--backbone", "efficientnet_lite0@whole"]),
     "plankton_320_whole": ("plankton", "finetune", ["--backbone", "efficientnet_lite0@320-whole"]),
     "cub100_lite012_frozen": ("cub100", "fit", ["--backbone", LITE012]),
-    "cub100_lite012_frozen_320_whole": ("cub100", "fit", ["--backbone", "+".join(
-        f"{member}@320-whole" for member in LITE012.split("+"))]),
+    "cub100_lite012_frozen_320_whole": ("cub100", "fit", ["--backbone", LITE012_320_WHOLE]),
     "cub100_lite012": ("cub100", "finetune", ["--backbone", LITE012]),
+    "cub100_lite012_320_whole": ("cub100", "finetune", ["--backbone", LITE012_320_WHOLE]),
     "cub100_stock_plus_tuned": ("cub100", "fit", ["--backbone", f"efficientnet_lite0+{CACHE}/work/cub100_default_s0"]),
     "plankton_frozen": ("plankton", "fit", []),
     "plankton_default": ("plankton", "finetune", []),
@@ -125,9 +126,10 @@ def run_row(name: str, seed: int) -> dict:
            "other_load": os.environ.get("FINEGRAIN_BENCH_NOTE", ""), "date": time.strftime("%Y-%m-%d %H:%M")}
     if "finetune" in config:
         members = config["finetune"]["members"]
-        row["finetune"] = [{k: m.get(k, "local") for k in ("base", "trained_stages", "precision", "best_epoch",
-                                                            "network_val_accuracy", "store_seconds", "train_seconds",
-                                                            "history", "engine")} for m in members]
+        row["finetune"] = [{k: m.get(k, "local" if k == "engine" else None)
+                            for k in ("base", "trained_stages", "precision", "best_epoch", "network_val_accuracy",
+                                      "store_seconds", "train_seconds", "history", "engine", "reused_finished_run")}
+                           for m in members]
         row["head_val_accuracy"] = config["training"].get("val_accuracy")
     if config["head"]["head"] == "rbi":
         row["rbi"] = rbi_extras(name, seed, model, data, env)

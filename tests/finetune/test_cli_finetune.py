@@ -158,3 +158,23 @@ def test_without_held_out_images_the_last_epoch_is_kept_uncalibrated(tmp_path, c
     assert "no held-out images" in err
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert "calibration" not in config and config["finetune"]["members"][0]["best_epoch"] is None
+
+
+def test_a_finished_member_is_reused_by_a_larger_joined_run_and_restart_trains_again(tmp_path, capsys):
+    data = make_split_folder(tmp_path / "birds")
+    code, _, err = run_cli(capsys, "finetune", data, "-o", tmp_path / "one", "--epochs", "2", *FAST)
+    assert code == 0, err
+    one = json.loads((tmp_path / "one" / "config.json").read_text())
+    joined = [a if a != "tiny" else "tiny+tiny:24" for a in FAST if a != "-q"]
+    code, _, err = run_cli(capsys, "finetune", data, "-o", tmp_path / "two", "--epochs", "2", *joined)
+    assert code == 0, err
+    assert err.count("reusing the finished fine-tuning") == 1  # the tiny member; tiny:24 is trained
+    two = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert two["backbone"].split("+")[0] == one["backbone"]
+    assert [m["reused_finished_run"] for m in two["finetune"]["members"]] == [True, False]
+    assert two["finetune"]["members"][0]["history"] == one["finetune"]["members"][0]["history"]
+    code, _, err = run_cli(capsys, "finetune", data, "-o", tmp_path / "three", "--epochs", "2", "--restart", *FAST)
+    assert code == 0, err
+    three = json.loads((tmp_path / "three" / "config.json").read_text())
+    assert three["finetune"]["members"][0]["reused_finished_run"] is False
+    assert three["backbone"] == one["backbone"]  # trained again, to the same weights

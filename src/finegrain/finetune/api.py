@@ -108,9 +108,13 @@ def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple
     if restart:
         shutil.rmtree(run_dir, ignore_errors=True)
     trainer = Trainer(top, store, settings, run_dir, progress=progress)
-    note(f"fine-tuning {base.id}: {len(top.stages)} stage(s) on {len(train_b.shas)} images × "
-         f"{recipe.n_views} view(s), {'bf16' if trainer.bf16 else 'fp32'} on {trainer.device}")
-    kept = trainer.fit(train_b, val_b) if ray is None else fit_on_ray(trainer, train_b, val_b, ray)
+    kept = trainer.finished_state()
+    reused = kept is not None
+    if kept is None:
+        note(f"fine-tuning {base.id}: {len(top.stages)} stage(s) on {len(train_b.shas)} images × "
+             f"{recipe.n_views} view(s), {'bf16' if trainer.bf16 else 'fp32'} on {trainer.device}")
+        kept = trainer.fit(train_b, val_b) if ray is None else fit_on_ray(trainer, train_b, val_b, ray)
+        trainer.save_finished(kept)
     top.load_state_dict(kept)
     top_cpu = top.to("cpu")
     for i, stage in zip(range(split, len(staged.stages)), top_cpu.stages):
@@ -123,8 +127,8 @@ def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple
                "history": trainer.history, "best_epoch": trainer.best["epoch"],
                "network_val_accuracy": trainer.best["val_accuracy"] if val_b else None,
                "store": str(store.directory), "store_seconds": round(t_store, 1),
-               "train_seconds": round(time.perf_counter() - t0 - t_store, 1), "unreadable_in_store": len(errors)}
-    shutil.rmtree(run_dir, ignore_errors=True)
+               "train_seconds": round(time.perf_counter() - t0 - t_store, 1), "unreadable_in_store": len(errors),
+               "reused_finished_run": reused}
     return tuned.id, summary, top_cpu if top_cpu.rbi is not None else None
 
 

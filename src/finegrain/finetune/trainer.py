@@ -37,6 +37,7 @@ from .store import ActivationStore
 
 log = logging.getLogger("finegrain")
 CHECKPOINT = "checkpoint.json"
+FINISHED = "finished.json"  # a run that ended: its kept weights alone, so an identical run later reuses them
 
 
 def pick_device(device: str) -> torch.device:
@@ -517,6 +518,42 @@ class Trainer:
         for old in self.run_dir.glob("epoch*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
+
+    def save_finished(self, kept: dict[str, torch.Tensor]) -> None:
+        """Replace the checkpoints with the kept weights (atomically, then the JSON that commits them): an
+        identical run later (the same member of a larger joined backbone, a rerun with another head or
+        test-time views, a combined run resumed after a kill) takes them instead of training again."""
+        from safetensors.torch import save_file
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / ".kept.safetensors.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in kept.items()}, str(tmp))
+        os.replace(tmp, self.run_dir / "kept.safetensors")
+        meta = {"tensors": "kept.safetensors", "epoch": self.epoch, "history": self.history, "best": self.best}
+        tmp_json = self.run_dir / f".{FINISHED}.tmp"
+        tmp_json.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(tmp_json, self.run_dir / FINISHED)
+        (self.run_dir / CHECKPOINT).unlink(missing_ok=True)
+        for old in self.run_dir.glob("epoch*.safetensors"):
+            old.unlink(missing_ok=True)
+
+    def finished_state(self) -> dict[str, torch.Tensor] | None:
+        """The kept weights of an identical run that already ended in run_dir (its history restored), else None."""
+        from safetensors.torch import load_file
+
+        path = self.run_dir / FINISHED
+        if not path.is_file():
+            return None
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            kept = load_file(str(self.run_dir / meta["tensors"]))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring an unreadable finished fine-tuning run in %s (%s); training again", self.run_dir, exc)
+            return None
+        self.epoch, self.history, self.best = meta["epoch"], meta["history"], meta["best"]
+        self._say(f"reusing the finished fine-tuning in {self.run_dir} (best epoch {self.best['epoch']}); "
+                  "--restart trains again")
+        return kept
 
     def resume(self, announce: bool = True) -> bool:
         """Load the last committed checkpoint in run_dir, if any."""
