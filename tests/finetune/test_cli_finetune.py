@@ -160,7 +160,7 @@ def test_without_held_out_images_the_last_epoch_is_kept_uncalibrated(tmp_path, c
     assert "calibration" not in config and config["finetune"]["members"][0]["best_epoch"] is None
 
 
-def test_a_finished_member_is_reused_by_a_larger_joined_run_and_restart_trains_again(tmp_path, capsys):
+def test_a_finished_member_is_reused_by_a_larger_joined_run_or_another_tta_and_restart_trains_again(tmp_path, capsys):
     data = make_split_folder(tmp_path / "birds")
     code, _, err = run_cli(capsys, "finetune", data, "-o", tmp_path / "one", "--epochs", "2", *FAST)
     assert code == 0, err
@@ -178,3 +178,8 @@ def test_a_finished_member_is_reused_by_a_larger_joined_run_and_restart_trains_a
     three = json.loads((tmp_path / "three" / "config.json").read_text())
     assert three["finetune"]["members"][0]["reused_finished_run"] is False
     assert three["backbone"] == one["backbone"]  # trained again, to the same weights
+    code, _, err = run_cli(capsys, "finetune", data, "-o", tmp_path / "flip", "--epochs", "2", "--tta", "flip", *FAST)
+    assert code == 0, err
+    flip = json.loads((tmp_path / "flip" / "config.json").read_text())
+    assert flip["finetune"]["members"][0]["reused_finished_run"] and flip["backbone"] == one["backbone"]
+    assert flip["tta"] == "flip" and "tta" not in one

@@ -9,8 +9,8 @@ import time
 import pytest
 from PIL import Image
 
-from serve_support import (bird, classifier, client, image_bytes, make_client, model_dir,  # noqa: F401 - fixtures
-                           plain_model_dir, serve_data, wait_ready)
+from serve_support import (bird, classifier, client, fit_tiny, image_bytes, make_client,  # noqa: F401 - fixtures
+                           model_dir, plain_model_dir, serve_data, wait_ready)
 
 PREDICT = "/v1/models/birds/predict"
 
@@ -275,3 +275,26 @@ def test_app_mounted_in_another_asgi_app_starts_by_itself(classifier, tmp_path):
         _until(lambda: c.get("/birds-api/readyz").status_code == 200, timeout=60)
         r = c.post("/birds-api" + PREDICT, content=bird("red_finch"), headers=PNG)
         assert r.status_code == 200 and r.json()["results"][0]["top_k"][0]["label"] == "red_finch"
+
+
+def test_a_model_fitted_with_tta_flip_is_served_with_its_mirror_view(serve_data, tmp_path):
+    from finegrain.pipeline import Classifier
+
+    flip = Classifier.load(fit_tiny(tmp_path, serve_data, "flip", "--tta", "flip", "--C", "0.001",
+                                    "--no-calibrate"))  # soft probabilities
+    names = ["blue_jay", "green_warbler", "red_finch"]
+    for n in names:
+        (tmp_path / f"{n}.png").write_bytes(bird(n, 11))
+    expected = flip.predict([tmp_path / f"{n}.png" for n in names], top_k=3)
+    plain = Classifier.load(tmp_path / "flip")
+    plain.info = {k: v for k, v in plain.info.items() if k != "tta"}  # the same head on the plain crop alone
+    unmirrored = plain.predict([tmp_path / f"{n}.png" for n in names], top_k=3)
+    assert max(abs(a - b) for p, q in zip(expected, unmirrored) for a, b in zip(p.probs, q.probs)) > 1e-4
+    with make_client({"birds": flip}, cache_dir=tmp_path / "cache") as c:
+        wait_ready(c)
+        r = c.post(PREDICT, files=files(*[(f"{n}.png", bird(n, 11), "image/png") for n in names]))
+    assert r.status_code == 200, r.text
+    got = r.json()["results"]
+    assert [[t["label"] for t in x["top_k"]] for x in got] == [p.labels for p in expected]
+    for x, p in zip(got, expected):
+        assert [t["prob"] for t in x["top_k"]] == pytest.approx(p.probs, abs=1e-5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_calibration_options, positive_int
+from .options import add_calibration_options, add_tta_option, positive_int
 
 RAY_WORKERS = 2
 
@@ -60,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision,
                    help="bf16 autocast: auto uses it on GPUs and on CPUs with AMX/AVX512-BF16 (default auto)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="default auto (cuda when present)")
-    g.add_argument("--restart", action="store_true", help="discard the checkpoint of an interrupted identical run")
+    g.add_argument("--restart", action="store_true", help="train again: discard the checkpoint of an interrupted identical run, or the kept "
+                        "weights of a finished one (which an identical run otherwise reuses)")
     g = p.add_argument_group("RBI: attention across the batch while fine-tuning (paper #1, RRA + RPE)")
     g.add_argument("--rbi", action="store_true",
                    help="train an RBI network between pooling and the classifier; it becomes the model's `rbi` head "
@@ -89,6 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "OUTPUT-ingredients/, then write their greedy soup to OUTPUT (see `finegrain soup`)")
     p.add_argument("--max-error-rate", type=float, default=0.05, help="fail when more than this fraction of images is unreadable (default 0.05)")
     add_calibration_options(p)
+    add_tta_option(p)
     g = p.add_argument_group("scale-out on Ray Train (pip install 'finegrain[ray]')")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: this process (default); ray: the epochs data-parallel on --ray-workers Ray Train "
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                   ray=_ray_options(args), crop_scale=args.crop_scale, jitter=args.jitter, settings=settings,
                   val_split=args.val_split, seed=args.seed, cache_dir=args.cache_dir,
                   max_error_rate=args.max_error_rate, calibrate=args.calibrate, ood_method=args.ood_score,
-                  restart=args.restart, runtime=args.runtime or "auto", **embed_kwargs(args))
+                  restart=args.restart, runtime=args.runtime or "auto", tta=args.tta, **embed_kwargs(args))
     if args.sweep:
         return _sweep(args, kwargs)
     clf = finetune(args.data, **kwargs)
@@ -144,7 +146,7 @@ def _sweep(args: argparse.Namespace, kwargs: dict) -> int:
     ingredients = sweep(args.data, args.sweep, folder, seed=seed, **kwargs)
     clf = soup(ingredients, args.data, method="greedy", seed=seed, cache_dir=args.cache_dir,
                batch_size=kwargs["batch_size"], workers=kwargs["workers"], max_pixels=kwargs["max_pixels"],
-               progress=kwargs["progress"], calibrate=args.calibrate, ood_method=args.ood_score)
+               progress=kwargs["progress"], calibrate=args.calibrate, ood_method=args.ood_score, tta=args.tta)
     save_with_diagram(args, clf)
     print_soup_summary(args, clf)
     return 0

@@ -11,7 +11,7 @@ from .._version import __version__
 from . import scale as scale_cli  # argument definitions only: light imports
 from .common import (add_common_options, embed_kwargs, expand_inputs, info, lazy, none_readable,
                      parse_head_params, save_with_diagram, unknown_option)
-from .options import add_calibration_options, fraction, positive_float, positive_int
+from .options import add_calibration_options, add_tta_option, fraction, positive_float, positive_int
 
 EPILOG = {
     "fit": "examples:\n  finegrain fit data/birds -o models/birds --head logistic --seed 0\n"
@@ -61,7 +61,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     clf = fit(args.data, backbone=args.backbone, head=args.head, head_params=head_params, val_split=args.val_split,
               seed=args.seed, cache_dir=args.cache_dir, max_error_rate=args.max_error_rate,
               calibrate=args.calibrate, ood_method=args.ood_score, unknown_tpr=args.unknown_tpr, shots=args.shots,
-              **embed_kwargs(args))
+              tta=args.tta, **embed_kwargs(args))
     save_with_diagram(args, clf)
     t = clf.info["training"]
     held = f"{t['n_val']} in the val split" if t["n_val"] else \
@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any head parameter, repeatable (e.g. --head-param shrinkage=0.2)")
     p.add_argument("--max-error-rate", type=fraction(False, False), default=0.05, help="fail when more than this fraction of images is unreadable (default 0.05)")
     add_calibration_options(p)
+    add_tta_option(p)
     p.add_argument("--unknown-tpr", type=fraction(True, False), default=0.95,
                    help="`--unknown auto` keeps this fraction of held-out known images (default 0.95)")
     add_common_options(p)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_calibration_options
+from .options import add_calibration_options, add_tta_option
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(needs ingredients that held out the same images); uniform: average all (default greedy)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head's fit (default 0)")
     add_calibration_options(p)
+    add_tta_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     clf = soup(args.models, args.data, method=args.method, seed=args.seed, cache_dir=args.cache_dir,
                batch_size=kwargs["batch_size"], workers=kwargs["workers"], max_pixels=kwargs["max_pixels"],
                progress=kwargs["progress"],
-               calibrate=args.calibrate, ood_method=args.ood_score)
+               calibrate=args.calibrate, ood_method=args.ood_score, tta=args.tta)
     save_with_diagram(args, clf)
     print_soup_summary(args, clf)
     return 0

@@ -16,6 +16,8 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.samples import Sample
 from ..embed import Embeddings
 from ..errors import ConfigError, FinegrainError
+from ..tta import mirrored_crops
+from ..views import average_views
 from .cam import normalise_maps, upsample_maps
 from .gradcam import activation_maps, conv_maps, require_torch_backbone
 from .neighbours import Neighbour, nearest_examples
@@ -94,8 +96,11 @@ def _explain_batch(clf: Any, backbone, images: np.ndarray, target: int | None, v
                                                                       dict[str, np.ndarray], np.ndarray | None]:
     """Probabilities, embeddings, targets, {method: maps} and contrast maps for a batch, upsampled to the crop."""
     maps = conv_maps(backbone, clf.head, images)
-    as_embeddings = Embeddings(maps.embeddings, [Sample(Path(f"#{i}")) for i in range(len(images))],
-                               [""] * len(images), clf.backbone_id, clf.cache_key, dict(clf.preprocess))
+    X = maps.embeddings
+    if clf.views:  # a model fitted with --tta flip answers for the image and its mirror; the maps show the image
+        X = average_views([X, backbone.embed(np.ascontiguousarray(mirrored_crops(images)))])
+    as_embeddings = Embeddings(X, [Sample(Path(f"#{i}")) for i in range(len(images))],
+                               [""] * len(images), clf.backbone_id, clf.cache_key, dict(clf.preprocess), views=clf.views)
     probs = clf.predict_proba_embeddings(as_embeddings)  # the model's own probabilities (calibrated if it is)
     tgt = probs.argmax(axis=1) if target is None else np.full(len(images), target)
     size = images.shape[1:3]
@@ -108,7 +113,7 @@ def _explain_batch(clf: Any, backbone, images: np.ndarray, target: int | None, v
         others = runner_up if versus is None else np.where(versus == tgt, runner_up, versus)  # never A vs A
         raw = activation_maps(maps, clf.head, tgt, others, (CONTRAST_METHOD,))[CONTRAST_METHOD]
         contrast_maps = normalise_maps(upsample_maps(raw, *size))
-    return probs, maps.embeddings, np.stack([tgt, tgt if others is None else others], axis=1), cams, contrast_maps
+    return probs, X, np.stack([tgt, tgt if others is None else others], axis=1), cams, contrast_maps
 
 
 def explain_images(clf: Any, inputs: Sequence[str | Path] | Sequence[Sample], *, target: str | None = None,

@@ -3,7 +3,8 @@ preprocessing in the file's metadata, so a phone, a browser or a C++ service run
 
 Input `images`: uint8 (N, size, size, 3), already resized and centre-cropped as the metadata's `preprocess`
 says (that resize is PIL's, which no ONNX Resize reproduces exactly). Output `probabilities`: (N, classes)
-float32, softmax(head logits / temperature) — what `finegrain predict` reports. Heads that are not a fixed
+float32, softmax(head logits / temperature) — what `finegrain predict` reports (a model fitted with --tta flip
+averages each image with its mirror image inside the graph, as predict does). Heads that are not a fixed
 function of one embedding (kNN, RBI's bank and batch modes, zero-shot) have no ONNX form and are refused.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ from ..backbones import get_backbone
 from ..backbones.onnx_runtime import OPSET, check_images, export_uint8_module
 from ..errors import ConfigError
 from ..pipeline import Classifier
+from ..tta import mirrored_crops
+from ..views import average_views
 
 EXPORTABLE_HEADS = ("logistic", "mixoe", "prototype")
 
@@ -85,16 +88,26 @@ def head_module(head) -> nn.Module:
                       found=head.name, fix="refit with `finegrain fit --head logistic` (or finetune), then export")
 
 
-class _Probabilities(nn.Module):
-    """uint8 images → backbone features → unit embedding → head logits / T → softmax."""
+def _unit(f: torch.Tensor) -> torch.Tensor:
+    return f / torch.clamp(torch.linalg.vector_norm(f, dim=1, keepdim=True), min=1e-12)
 
-    def __init__(self, backbone, head: nn.Module, temperature: float) -> None:
+
+class _Probabilities(nn.Module):
+    """uint8 images → backbone features → unit embedding (averaged with the mirror image's for a model fitted
+    with --tta flip) → head logits / T → softmax."""
+
+    def __init__(self, backbone, head: nn.Module, temperature: float, mirror: bool = False) -> None:
         super().__init__()
         self.backbone, self.features, self.head, self.temperature = backbone, backbone.features, head, temperature
+        self.mirror = mirror
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return _unit(self.features(self.backbone.normalise(images)).mean(dim=(2, 3)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        f = self.features(self.backbone.normalise(images)).mean(dim=(2, 3))
-        f = f / torch.clamp(torch.linalg.vector_norm(f, dim=1, keepdim=True), min=1e-12)
+        f = self.embed(images)
+        if self.mirror:  # images are (N, H, W, 3): the width axis is 2
+            f = _unit(f + self.embed(torch.flip(images, dims=(2,))))
         return torch.softmax(self.head(f) / self.temperature, dim=1)
 
 
@@ -110,7 +123,7 @@ def _torch_backbone(clf: Classifier):
 def metadata(clf: Classifier, opset: int, int8: bool) -> dict[str, str]:
     return {"finegrain_version": __version__, "classes": json.dumps(clf.classes), "backbone": clf.backbone_id,
             "preprocess": json.dumps(clf.preprocess), "temperature": repr(float(clf.temperature)),
-            "head": clf.head.name, "opset": str(opset), "int8": str(int8).lower(),
+            "head": clf.head.name, "tta": clf.tta, "opset": str(opset), "int8": str(int8).lower(),
             "input": _input_description(clf.preprocess),
             "output": "probabilities: float32 (N, len(classes)), calibrated"}
 
@@ -157,7 +170,10 @@ def onnx_probabilities(path: Path, images: np.ndarray) -> np.ndarray:
 
 def reference_probabilities(clf: Classifier, images: np.ndarray) -> np.ndarray:
     """What `predict` computes for preprocessed uint8 images (PyTorch backbone, the head in numpy)."""
-    X = _torch_backbone(clf).embed(images)
+    bb = _torch_backbone(clf)
+    X = bb.embed(images)
+    if clf.views:
+        X = average_views([X, bb.embed(np.ascontiguousarray(mirrored_crops(images)))])
     return clf._calibrated(clf.head.decision_function(X))
 
 
@@ -165,7 +181,7 @@ def export_onnx(clf: Classifier, path: str | Path, *, opset: int = OPSET, int8: 
     """Write `clf` as one ONNX graph at `path` (atomically), checked against finegrain's own probabilities on
     seeded check images: max |difference| ≤ 1e-4 in float32 (reported, not enforced, for int8)."""
     bb = _torch_backbone(clf)
-    module = _Probabilities(bb, head_module(clf.head), float(clf.temperature)).eval()
+    module = _Probabilities(bb, head_module(clf.head), float(clf.temperature), mirror=bool(clf.views)).eval()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

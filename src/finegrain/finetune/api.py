@@ -174,7 +174,7 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
              progress: bool = False, calibrate: bool = True, ood_method: str = "msp", unknown_tpr: float = 0.95,
              head_params: dict[str, Any] | None = None, runtime: str = "auto", restart: bool = False,
              view_seed: int = 0, engine: str = "local", ray: RayTrainOptions | None = None,
-             split_seed: int | None = None) -> Classifier:
+             split_seed: int | None = None, tta: str = "none") -> Classifier:
     """Fine-tune the last `train_blocks` blocks of `backbone` (each member of 'a+b') on DATA's training images,
     then fit the logistic head, temperature and unknown detector on the tuned embeddings.
 
@@ -184,7 +184,9 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
     Re-running the same call after an interruption resumes: stored activations and the last epoch's
     checkpoint are kept in the cache folder (`restart=True` discards the checkpoint).
     `engine='ray'` runs the epochs data-parallel on Ray Train workers (`ray`: where and how many; the cache
-    folder must then be on a filesystem every Ray node sees)."""
+    folder must then be on a filesystem every Ray node sees). `tta` is `fit`'s: the test-time views the head
+    is fitted on and the model predicts with (the network's training is the same either way, so a run that
+    differs only in `tta` reuses the finished tuning)."""
     with progress_scope(progress):
         t0 = time.perf_counter()
         ray = engine_options(engine, ray)
@@ -226,7 +228,7 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
                       val_split=val_split if val_split > 0 else DEFAULT_HEAD_VAL_SPLIT, seed=seed, cache_dir=cache_root,
                       batch_size=batch_size, workers=workers, max_pixels=max_pixels, max_error_rate=max_error_rate,
                       progress=progress, calibrate=calibrate and bool(val_emb.samples), ood_method=ood_method,
-                      unknown_tpr=unknown_tpr)
+                      unknown_tpr=unknown_tpr, tta=tta)
         clf.info["finetune"] = {"members": summaries, "val_split": val_split, "seed": seed, "split_seed": split_seed,
                                 "val_sha256": sorted(val_emb.shas),
                                 "seconds": round(time.perf_counter() - t0, 1)}

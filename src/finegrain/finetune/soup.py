@@ -132,7 +132,7 @@ def _validation_accuracy(ds: DataSet, backbone_id: str, fit_kwargs: dict[str, An
 
     data = held_out_as_test(ds)
     clf = fit(data, backbone=backbone_id, head="logistic", calibrate=False, **fit_kwargs)
-    embed_kwargs = {k: v for k, v in fit_kwargs.items() if k != "seed"}
+    embed_kwargs = {k: v for k, v in fit_kwargs.items() if k not in ("seed", "tta")}  # the model embeds with its tta
     return float(evaluate(clf, data, split="test", **embed_kwargs)["top1"])
 
 
@@ -144,10 +144,11 @@ def greedy_order(accuracies: Sequence[float]) -> list[int]:
 def soup(models: Sequence[str | Path], data: str | Path | DataSet | None = None, *, method: str = "greedy",
          seed: int = 0, cache_dir: str | Path | None = None, batch_size: int = 32, workers: int = 2,
          max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False, calibrate: bool = True,
-         ood_method: str = "msp", unknown_tpr: float = 0.95) -> Classifier:
+         ood_method: str = "msp", unknown_tpr: float = 0.95, tta: str = "none") -> Classifier:
     """Average the tuned weights of fine-tuned MODELS (uniform or greedy soup) and fit the head on the result.
 
-    DATA defaults to the data the first ingredient was trained on. The returned classifier's
+    DATA defaults to the data the first ingredient was trained on; `tta` is `fit`'s (the greedy choice is
+    scored with it too). The returned classifier's
     `info["soup"]` lists each ingredient's validation accuracy, the ones kept, and the soup's."""
     if method not in METHODS:
         raise ConfigError(f"unknown soup method '{method}'", expected=" or ".join(METHODS), found=method,
@@ -170,7 +171,7 @@ def soup(models: Sequence[str | Path], data: str | Path | DataSet | None = None,
     val_split, split_seed = split or (DEFAULT_VAL_SPLIT, seed)
     ds = split_for_validation(_soup_data(data, ingredients[0]), val_split, split_seed)
     fit_kwargs = {"seed": seed, "cache_dir": cache_dir, "batch_size": batch_size, "workers": workers,
-                  "max_pixels": max_pixels, "progress": progress}
+                  "max_pixels": max_pixels, "progress": progress, "tta": tta}
     kept: list[int] = list(range(len(ingredients)))
     accuracies: list[float | None] = [None] * len(ingredients)
     soup_accuracy = None

@@ -99,16 +99,23 @@ class _ModelActor:
         self.workdir = Path(self._workdir.name)
         _write_files(self.workdir / "onnx", onnx_files)
 
-    def embed_ok_rows(self, backbone: Any, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-        """(mask of rows without error, their embeddings) through finegrain's own runtime choice."""
+    def embed_ok_rows(self, backbone: Any, batch: Batch, views: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of rows without error, their embeddings) through finegrain's own runtime choice; with a
+        classifier's views (`finegrain.tta`: the mirror image) each row is averaged with its mirrored crops."""
         from ..embed import embed_preprocessed, members_of
+        from ..tta import mirrored_crops
+        from ..views import average_views
 
         ok = np.array([e == NONE for e in batch["error"]], dtype=bool)
         if not ok.any():
             return ok, np.zeros((0, 0), dtype=np.float32)
-        n_members = len(members_of(backbone))
-        crops = list(zip(*(batch[CROP.format(m)][ok] for m in range(n_members))))
-        return ok, embed_preprocessed(backbone, crops, runtime=self.runtime, cache_dir=self.workdir)
+        columns = [batch[CROP.format(m)][ok] for m in range(len(members_of(backbone)))]
+        parts = [embed_preprocessed(backbone, list(zip(*columns)), runtime=self.runtime, cache_dir=self.workdir)]
+        if views:
+            mirrored = [mirrored_crops(c) for c in columns]
+            parts.append(embed_preprocessed(backbone, list(zip(*mirrored)), runtime=self.runtime,
+                                            cache_dir=self.workdir))
+        return ok, parts[0] if len(parts) == 1 else average_views(parts)
 
 
 def embedding_schema():
@@ -161,7 +168,7 @@ class Predictor(_ModelActor):
     def __call__(self, batch: Batch):
         import pyarrow as pa
 
-        ok, X = self.embed_ok_rows(self.backbone, batch)
+        ok, X = self.embed_ok_rows(self.backbone, batch, self.classifier.views)
         answers = iter(self._predictions(X, batch["sha256"][ok]))
         preds = [next(answers) if good else None for good in ok]
         columns = {"path": list(batch["path"]), "sha256": _or_none(batch["sha256"]),
@@ -184,5 +191,5 @@ class Predictor(_ModelActor):
             return []
         samples = [Sample(Path(str(i))) for i in range(len(X))]
         emb = Embeddings(X=X, samples=samples, shas=list(shas), backbone_id=clf.backbone_id,
-                         cache_key=clf.cache_key, preprocess=clf.preprocess)
+                         cache_key=clf.cache_key, preprocess=clf.preprocess, views=clf.views)
         return clf.predictions_from_embeddings(samples, emb, top_k=self.top_k, unknown=self.unknown)

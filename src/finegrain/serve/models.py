@@ -114,10 +114,11 @@ class ServedModel:
         return mode
 
     def predictions(self, X: np.ndarray, top_k: int, unknown: str | float | None) -> list[dict[str, Any]]:
-        """Top-k labels with calibrated probabilities (and the unknown verdict) for embeddings of uploads."""
+        """Top-k labels with calibrated probabilities (and the unknown verdict) for embeddings of uploads (each
+        averaged over the model's test-time views)."""
         samples = [Sample(Path(f"#{i}")) for i in range(len(X))]  # unique keys even when file names repeat
         emb = Embeddings(X, samples, [""] * len(X), self.classifier.backbone_id, self.classifier.cache_key,
-                         dict(self.classifier.preprocess))
+                         dict(self.classifier.preprocess), views=self.classifier.views)
         rows = [p.to_dict() for p in self.classifier.predictions_from_embeddings(samples, emb, top_k, unknown)]
         for row in rows:
             del row["path"]

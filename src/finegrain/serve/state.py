@@ -148,7 +148,7 @@ class ServeState:
                       unknown: str | float | None) -> list[dict[str, Any]]:
         """One result per upload, in order. Unreadable images of a request with readable ones come back as
         error rows (as the CLI reports them); when none is readable the request fails with the first reason."""
-        decoded, X = await self.embed_uploads(served, uploads)
+        decoded, X = await self.embed_uploads(served, uploads, served.classifier.views)  # the model's --tta
         rows = iter(served.predictions(X, top_k, unknown))
         return [_error_row(u, d) if isinstance(d, ApiError) else {"filename": u.filename, **next(rows)}
                 for u, d in zip(uploads, decoded)]
