@@ -73,6 +73,12 @@ ROWS = {  # name: (dataset, command, extra arguments)
     "cub100_lite012_frozen_320_whole": ("cub100", "fit", ["--backbone", LITE012_320_WHOLE]),
     "cub100_lite012": ("cub100", "finetune", ["--backbone", LITE012]),
     "cub100_lite012_320_whole": ("cub100", "finetune", ["--backbone", LITE012_320_WHOLE]),
+    # test-time mirror (--tta flip): a run identical but for --tta reuses the finished tuning and refits the head
+    "cub100_frozen_tta": ("cub100", "fit", ["--tta", "flip"]),
+    "cub100_320_whole_tta": ("cub100", "finetune", ["--backbone", "efficientnet_lite0@320-whole", "--tta", "flip"]),
+    "cub100_lite012_320_whole_tta": ("cub100", "finetune", ["--backbone", LITE012_320_WHOLE, "--tta", "flip"]),
+    "plankton_frozen_pad_tta": ("plankton", "fit", ["--backbone", "efficientnet_lite0@pad", "--tta", "flip"]),
+    "plankton_pad_tta": ("plankton", "finetune", ["--backbone", "efficientnet_lite0@pad", "--tta", "flip"]),
     "cub100_stock_plus_tuned": ("cub100", "fit", ["--backbone", f"efficientnet_lite0+{CACHE}/work/cub100_default_s0"]),
     "plankton_frozen": ("plankton", "fit", []),
     "plankton_default": ("plankton", "finetune", []),
