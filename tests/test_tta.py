@@ -57,7 +57,7 @@ def _max_gap(a, b):
 
 def test_a_flip_model_embeds_and_answers_with_the_mirror_image_averaged_in(flip_model, split_folder):
     clf = Classifier.load(flip_model)
-    assert (clf.tta, clf.views) == ("flip", ("flip",))
+    assert (clf.tta, clf.views, clf.provenance()["tta"]) == ("flip", ("flip",), "flip")
     photos = _photos(split_folder)
     bb = clf.backbone()
     crops = np.stack([bb.preprocess.apply(load_rgb(p)) for p in photos])

@@ -77,6 +77,8 @@ class Classifier:
 
     def provenance(self, **extra: Any) -> dict[str, Any]:
         mode = {"head_mode": self.head.mode} if hasattr(self.head, "with_mode") else {}  # rbi: which inference mode
+        if self.views:
+            mode["tta"] = self.tta
         return provenance(self.backbone_id, self.preprocess, self.classes, head=self.head.name, **mode, **extra)
 
     # --- embeddings ------------------------------------------------------------------------------------

@@ -225,8 +225,9 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
         if y_val is not None and held_out_accuracy is not None:
             training["val_accuracy"] = held_out_accuracy
         clf = Classifier(clf_head, td.read.backbone_id, td.read.preprocess, td.read.cache_key)
-        clf.info = {"provenance": clf.provenance(), "training": training,
-                    "train_sha256": sorted(set(train_emb.shas) | set(val_emb.shas)), **({"tta": tta} if views else {})}
+        clf.info = {"tta": tta} if views else {}  # first: the provenance names it
+        clf.info |= {"provenance": clf.provenance(), "training": training,
+                     "train_sha256": sorted(set(train_emb.shas) | set(val_emb.shas))}
         if clf_head.name == "prototype":
             from .fewshot.transductive import params_for_training_set, shipped_params
 
