@@ -1,5 +1,6 @@
-"""`fit --tta flip`: every embedding of the model averages the image with its mirror image — in the head's
-training, in `predict`, in the exported ONNX graph and on Ray actors — and stored plain embeddings are refused."""
+"""`fit --tta flip|rot4|d4`: every embedding of the model averages the image with its mirror image (or its turns
+and mirrors) — in the head's training, in `predict`, `explain`, the exported ONNX graph, the server and on Ray
+actors — and stored plain embeddings are refused."""
 from __future__ import annotations
 
 import json
@@ -17,12 +18,22 @@ from finegrain.pipeline import Classifier
 from finegrain.views import average_views
 
 
-@pytest.fixture
-def flip_model(split_folder, tmp_path, capsys):
-    code, _, err = run_cli(capsys, "fit", split_folder, "-o", tmp_path / "flip", "--backbone", "tiny", "--tta", "flip",
-                           "--runtime", "torch", "--C", "0.001", "--no-calibrate", "-q")  # soft probabilities
+# each view written out by hand, independently of finegrain.tta.TURNS (crops are (N, S, S, 3))
+BY_HAND = {"flip": lambda c: c[:, :, ::-1], "vflip": lambda c: c[:, ::-1],
+           "rot90": lambda c: c.transpose(0, 2, 1, 3)[:, ::-1], "rot180": lambda c: c[:, ::-1, ::-1],
+           "rot270": lambda c: c[:, ::-1].transpose(0, 2, 1, 3),
+           "transpose": lambda c: c.transpose(0, 2, 1, 3),
+           "antitranspose": lambda c: c[:, ::-1, ::-1].transpose(0, 2, 1, 3)}
+
+
+@pytest.fixture(params=["flip", "d4"])
+def flip_model(request, split_folder, tmp_path, capsys):
+    """A tiny model fitted with --tta flip, then with --tta d4 (every turn and mirror)."""
+    code, _, err = run_cli(capsys, "fit", split_folder, "-o", tmp_path / "tta", "--backbone", "tiny",
+                           "--tta", request.param, "--runtime", "torch", "--C", "0.001", "--no-calibrate",
+                           "-q")  # soft probabilities
     assert code == 0, err
-    return tmp_path / "flip"
+    return tmp_path / "tta"
 
 
 def _photos(split_folder):
@@ -57,15 +68,16 @@ def _max_gap(a, b):
 
 def test_a_flip_model_embeds_and_answers_with_the_mirror_image_averaged_in(flip_model, split_folder):
     clf = Classifier.load(flip_model)
-    assert (clf.tta, clf.views, clf.provenance()["tta"]) == ("flip", ("flip",), "flip")
+    assert clf.provenance()["tta"] == clf.tta and clf.views == {"flip": ("flip",), "d4": tuple(BY_HAND)}[clf.tta]
     photos = _photos(split_folder)
     bb = clf.backbone()
     crops = np.stack([bb.preprocess.apply(load_rgb(p)) for p in photos])
-    plain, mirrored = bb.embed(crops), bb.embed(np.ascontiguousarray(crops[:, :, ::-1]))
-    assert np.abs(plain - mirrored).max() > 1e-3  # the mirror really is another view for this network
-    expected = average_views([plain, mirrored])
+    plain = bb.embed(crops)
+    views = [bb.embed(np.ascontiguousarray(BY_HAND[v](crops))) for v in clf.views]
+    assert min(np.abs(plain - v).max() for v in views) > 1e-3  # each view really is another view for this network
+    expected = average_views([plain, *views])
     emb = clf.embed([Sample(p) for p in photos], runtime="torch")
-    assert emb.views == ("flip",)
+    assert emb.views == clf.views
     np.testing.assert_allclose(emb.X, expected, atol=1e-5)
     preds = clf.predict(photos, top_k=len(clf.classes), runtime="torch")
     probs = clf._calibrated(clf.head.decision_function(expected))
@@ -94,7 +106,7 @@ def test_the_exported_graph_averages_the_mirror_as_predict_does(flip_model, spli
     code, _, err = run_cli(capsys, "export", flip_model, "-o", out, "-q")
     assert code == 0, err
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert meta["tta"] == "flip"
+    assert meta["tta"] == Classifier.load(flip_model).tta
     clf = Classifier.load(flip_model)
     photos = _photos(split_folder) + _lopsided(tmp_path / "lopsided")
     pre = Preprocess.from_dict(json.loads(meta["preprocess"]))

@@ -4,7 +4,8 @@ lite0, whitened, Recall@1): the plain crop 0.866; + its mirror image 0.877; + th
 the whole image and the whole image mirrored 0.889 (benchmarks/retrieval.py --part views).
 
 Views: `flip` the plain crop mirrored; `whole` the whole image (the shorter side resized to the network's input,
-no margin cut: the plain crop keeps the central 87.5 %); `whole-flip` that, mirrored.
+no margin cut: the plain crop keeps the central 87.5 %); `whole-flip` that, mirrored; and the other turns and
+mirrors of the plain crop a classifier's `--tta` uses (`finegrain.tta.TURNS`: vflip, rot90, rot180, ...).
 
 A view's embedding is cached under the sample's content key plus the view (`SHA:view=flip`), next to the plain
 embedding (`SHA`), so the two never mix and each is computed once.
@@ -19,8 +20,9 @@ from PIL import Image
 
 from .backbones import Preprocess
 from .errors import ConfigError
+from .tta import TURNS, turned_crops
 
-VIEWS = ("flip", "whole", "whole-flip")
+VIEWS = ("flip", "whole", "whole-flip", *(v for v in TURNS if v != "flip"))  # turns: a classifier's --tta
 
 
 def view_key(key: str, view: str | None) -> str:
@@ -36,7 +38,9 @@ def view_crop(preprocess: Preprocess, img: Image.Image, view: str | None) -> np.
                           fix="use one of the listed views")
     whole = view is not None and view.startswith("whole")
     crop = replace(preprocess, crop_pct=1.0).apply(img) if whole else preprocess.apply(img)
-    return np.ascontiguousarray(crop[:, ::-1]) if view in ("flip", "whole-flip") else crop
+    if view == "whole-flip":
+        return np.ascontiguousarray(crop[:, ::-1])
+    return turned_crops(crop[None], view)[0] if view in TURNS else crop
 
 
 def average_views(parts: Sequence[np.ndarray]) -> np.ndarray:

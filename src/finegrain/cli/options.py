@@ -68,6 +68,7 @@ def add_tta_option(p: argparse.ArgumentParser) -> None:
     from ..tta import CLASSIFIER_TTA
 
     p.add_argument("--tta", default="none", choices=list(CLASSIFIER_TTA),
-                   help="flip: every embedding of the model (training, calibration, each prediction) averages the "
-                        "image with its mirror image — one more network pass per image, +0.8 top-1 on cub100 "
-                        "with a fine-tuned lite0@320-whole (default none)")
+                   help="every embedding of the model (training, calibration, each prediction) averages the image "
+                        "with views of it, one network pass each: flip its mirror image (photos of upright "
+                        "subjects), rot4 its three quarter turns (subjects in any orientation: plankton, cells, "
+                        "pollen), d4 every turn and mirror (7 views) (default none)")

@@ -16,7 +16,7 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.samples import Sample
 from ..embed import Embeddings
 from ..errors import ConfigError, FinegrainError
-from ..tta import mirrored_crops
+from ..tta import turned_crops
 from ..views import average_views
 from .cam import normalise_maps, upsample_maps
 from .gradcam import activation_maps, conv_maps, require_torch_backbone
@@ -97,8 +97,8 @@ def _explain_batch(clf: Any, backbone, images: np.ndarray, target: int | None, v
     """Probabilities, embeddings, targets, {method: maps} and contrast maps for a batch, upsampled to the crop."""
     maps = conv_maps(backbone, clf.head, images)
     X = maps.embeddings
-    if clf.views:  # a model fitted with --tta flip answers for the image and its mirror; the maps show the image
-        X = average_views([X, backbone.embed(np.ascontiguousarray(mirrored_crops(images)))])
+    if clf.views:  # a model fitted with --tta answers for the image and its views; the maps show the image
+        X = average_views([X, *(backbone.embed(turned_crops(images, v)) for v in clf.views)])
     as_embeddings = Embeddings(X, [Sample(Path(f"#{i}")) for i in range(len(images))],
                                [""] * len(images), clf.backbone_id, clf.cache_key, dict(clf.preprocess), views=clf.views)
     probs = clf.predict_proba_embeddings(as_embeddings)  # the model's own probabilities (calibrated if it is)

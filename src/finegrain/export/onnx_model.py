@@ -3,8 +3,8 @@ preprocessing in the file's metadata, so a phone, a browser or a C++ service run
 
 Input `images`: uint8 (N, size, size, 3), already resized and centre-cropped as the metadata's `preprocess`
 says (that resize is PIL's, which no ONNX Resize reproduces exactly). Output `probabilities`: (N, classes)
-float32, softmax(head logits / temperature) — what `finegrain predict` reports (a model fitted with --tta flip
-averages each image with its mirror image inside the graph, as predict does). Heads that are not a fixed
+float32, softmax(head logits / temperature) — what `finegrain predict` reports (a model fitted with --tta
+averages each image with its turns and mirrors inside the graph, as predict does). Heads that are not a fixed
 function of one embedding (kNN, RBI's bank and batch modes, zero-shot) have no ONNX form and are refused.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..backbones import get_backbone
 from ..backbones.onnx_runtime import OPSET, check_images, export_uint8_module
 from ..errors import ConfigError
 from ..pipeline import Classifier
-from ..tta import mirrored_crops
+from ..tta import turned_crops
 from ..views import average_views
 
 EXPORTABLE_HEADS = ("logistic", "mixoe", "prototype")
@@ -93,21 +93,21 @@ def _unit(f: torch.Tensor) -> torch.Tensor:
 
 
 class _Probabilities(nn.Module):
-    """uint8 images → backbone features → unit embedding (averaged with the mirror image's for a model fitted
-    with --tta flip) → head logits / T → softmax."""
+    """uint8 images → backbone features → unit embedding (averaged over the model's --tta views: turns and
+    mirrors of the images, made inside the graph) → head logits / T → softmax."""
 
-    def __init__(self, backbone, head: nn.Module, temperature: float, mirror: bool = False) -> None:
+    def __init__(self, backbone, head: nn.Module, temperature: float, views: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.backbone, self.features, self.head, self.temperature = backbone, backbone.features, head, temperature
-        self.mirror = mirror
+        self.views = views
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return _unit(self.features(self.backbone.normalise(images)).mean(dim=(2, 3)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         f = self.embed(images)
-        if self.mirror:  # images are (N, H, W, 3): the width axis is 2
-            f = _unit(f + self.embed(torch.flip(images, dims=(2,))))
+        if self.views:
+            f = _unit(f + sum(self.embed(turned_crops(images, v)) for v in self.views))
         return torch.softmax(self.head(f) / self.temperature, dim=1)
 
 
@@ -173,7 +173,7 @@ def reference_probabilities(clf: Classifier, images: np.ndarray) -> np.ndarray:
     bb = _torch_backbone(clf)
     X = bb.embed(images)
     if clf.views:
-        X = average_views([X, bb.embed(np.ascontiguousarray(mirrored_crops(images)))])
+        X = average_views([X, *(bb.embed(turned_crops(images, v)) for v in clf.views)])
     return clf._calibrated(clf.head.decision_function(X))
 
 
@@ -181,7 +181,7 @@ def export_onnx(clf: Classifier, path: str | Path, *, opset: int = OPSET, int8: 
     """Write `clf` as one ONNX graph at `path` (atomically), checked against finegrain's own probabilities on
     seeded check images: max |difference| ≤ 1e-4 in float32 (reported, not enforced, for int8)."""
     bb = _torch_backbone(clf)
-    module = _Probabilities(bb, head_module(clf.head), float(clf.temperature), mirror=bool(clf.views)).eval()
+    module = _Probabilities(bb, head_module(clf.head), float(clf.temperature), views=clf.views).eval()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

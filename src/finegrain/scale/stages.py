@@ -101,20 +101,18 @@ class _ModelActor:
 
     def embed_ok_rows(self, backbone: Any, batch: Batch, views: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
         """(mask of rows without error, their embeddings) through finegrain's own runtime choice; with a
-        classifier's views (`finegrain.tta`: the mirror image) each row is averaged with its mirrored crops."""
+        classifier's views (`finegrain.tta`: turns and mirrors of the crop) each row is averaged over them."""
         from ..embed import embed_preprocessed, members_of
-        from ..tta import mirrored_crops
+        from ..tta import turned_crops
         from ..views import average_views
 
         ok = np.array([e == NONE for e in batch["error"]], dtype=bool)
         if not ok.any():
             return ok, np.zeros((0, 0), dtype=np.float32)
         columns = [batch[CROP.format(m)][ok] for m in range(len(members_of(backbone)))]
-        parts = [embed_preprocessed(backbone, list(zip(*columns)), runtime=self.runtime, cache_dir=self.workdir)]
-        if views:
-            mirrored = [mirrored_crops(c) for c in columns]
-            parts.append(embed_preprocessed(backbone, list(zip(*mirrored)), runtime=self.runtime,
-                                            cache_dir=self.workdir))
+        parts = [embed_preprocessed(backbone, list(zip(*[c if view is None else turned_crops(c, view)
+                                                         for c in columns])),
+                                    runtime=self.runtime, cache_dir=self.workdir) for view in (None, *views)]
         return ok, parts[0] if len(parts) == 1 else average_views(parts)
 
 
