@@ -16,13 +16,13 @@ def run(capsys, *args):
 
 def test_fit_with_shots_reads_only_k_images_per_class(capsys, split_folder, tmp_path, monkeypatch):
     seen = []
-    real = finegrain.training.embed_samples
+    real = finegrain.training.embed_with_views
 
     def spy(samples, *args, **kwargs):
         seen.extend(samples)
         return real(samples, *args, **kwargs)
 
-    monkeypatch.setattr(finegrain.training, "embed_samples", spy)
+    monkeypatch.setattr(finegrain.training, "embed_with_views", spy)
     model = tmp_path / "m"
     code, _, err = run(capsys, "fit", split_folder, "-o", model, "--backbone", "tiny", "--shots", "2", "--seed", "1")
     assert code == 0 and "fitted prototype head on 6 images of 3 classes" in err
