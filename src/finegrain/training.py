@@ -172,8 +172,8 @@ def fit(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE, head: s
     With `shots`, at most that many labelled training images per class are used (seeded, chosen before any
     image is read; the val split is then ignored, since its labels would be extra shots). `runtime` picks what
     runs the backbone (as `--runtime`); `threads` sets the process's thread budget (as `--threads`).
-    `tta` ('none' or 'flip', `finegrain.tta`): the views every embedding of the model averages, from its
-    training images to its predictions.
+    `tta` (a key of `finegrain.tta.CLASSIFIER_TTA`: none, flip, rot4, d4): the views every embedding of the
+    model averages, from its training images to its predictions.
     `progress`: True shows progress bars and phase lines on stderr, False silences them, None (the default)
     shows no bars and leaves phase lines to the logging configuration (`finegrain.progress`).
 

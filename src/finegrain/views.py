@@ -38,9 +38,8 @@ def view_crop(preprocess: Preprocess, img: Image.Image, view: str | None) -> np.
                           fix="use one of the listed views")
     whole = view is not None and view.startswith("whole")
     crop = replace(preprocess, crop_pct=1.0).apply(img) if whole else preprocess.apply(img)
-    if view == "whole-flip":
-        return np.ascontiguousarray(crop[:, ::-1])
-    return turned_crops(crop[None], view)[0] if view in TURNS else crop
+    turn = view.removeprefix("whole-") if view is not None else None  # whole-flip: the whole image, mirrored
+    return turned_crops(crop[None], turn)[0] if turn in TURNS else crop
 
 
 def average_views(parts: Sequence[np.ndarray]) -> np.ndarray:

@@ -501,55 +501,60 @@ class Trainer:
             tensors |= {f"opt.{pid}.{name}": torch.as_tensor(v) for name, v in state.items()}
         return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
-    def save_checkpoint(self) -> None:
-        """Atomically: the tensors file first, then the JSON that names it (the commit), then old files go."""
+    def _commit(self, tensors: dict[str, torch.Tensor], name: str, meta: dict[str, Any], record: str) -> None:
+        """Atomically: the tensors file `name` first, then the JSON `record` that names it (the commit)."""
         from safetensors.torch import save_file
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        name = f"epoch{self.epoch:04d}.safetensors"
         tmp = self.run_dir / f".{name}.tmp"
-        save_file(self._tensors(), str(tmp))
+        save_file(tensors, str(tmp))
         os.replace(tmp, self.run_dir / name)
-        meta = {"tensors": name, "epoch": self.epoch, "step": self.step, "history": self.history,
-                "best": self.best, "ema_updates": self.ema.updates if self.ema is not None else 0}
-        tmp_json = self.run_dir / f".{CHECKPOINT}.tmp"
-        tmp_json.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(tmp_json, self.run_dir / CHECKPOINT)
+        tmp_json = self.run_dir / f".{record}.tmp"
+        tmp_json.write_text(json.dumps({"tensors": name, **meta}), encoding="utf-8")
+        os.replace(tmp_json, self.run_dir / record)
+
+    def _committed(self, record: str, what: str, device: str = "cpu") -> tuple[dict, dict[str, torch.Tensor]] | None:
+        """(meta, tensors) of the JSON `record` in run_dir and the tensors file it names; None when there is none,
+        or (with a warning naming `what` happens instead) when it cannot be read."""
+        from safetensors.torch import load_file
+
+        path = self.run_dir / record
+        if not path.is_file():
+            return None
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            return meta, load_file(str(self.run_dir / meta["tensors"]), device=device)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring an unreadable fine-tuning %s in %s (%s); %s", record, self.run_dir, exc, what)
+            return None
+
+    def save_checkpoint(self) -> None:
+        """The epoch's state committed atomically (`_commit`), then the older epochs' files go."""
+        name = f"epoch{self.epoch:04d}.safetensors"
+        self._commit(self._tensors(), name, {"epoch": self.epoch, "step": self.step, "history": self.history,
+                                             "best": self.best,
+                                             "ema_updates": self.ema.updates if self.ema is not None else 0},
+                     CHECKPOINT)
         for old in self.run_dir.glob("epoch*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
 
     def save_finished(self, kept: dict[str, torch.Tensor]) -> None:
-        """Replace the checkpoints with the kept weights (atomically, then the JSON that commits them): an
-        identical run later (the same member of a larger joined backbone, a rerun with another head or
-        test-time views, a combined run resumed after a kill) takes them instead of training again."""
-        from safetensors.torch import save_file
-
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / ".kept.safetensors.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in kept.items()}, str(tmp))
-        os.replace(tmp, self.run_dir / "kept.safetensors")
-        meta = {"tensors": "kept.safetensors", "epoch": self.epoch, "history": self.history, "best": self.best}
-        tmp_json = self.run_dir / f".{FINISHED}.tmp"
-        tmp_json.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(tmp_json, self.run_dir / FINISHED)
+        """Replace the checkpoints with the kept weights (committed atomically): an identical run later (the same
+        member of a larger joined backbone, a rerun with other test-time views or calibration, a combined run
+        resumed after a kill) takes them instead of training again."""
+        self._commit({k: v.detach().cpu().contiguous() for k, v in kept.items()}, "kept.safetensors",
+                     {"epoch": self.epoch, "history": self.history, "best": self.best}, FINISHED)
         (self.run_dir / CHECKPOINT).unlink(missing_ok=True)
         for old in self.run_dir.glob("epoch*.safetensors"):
             old.unlink(missing_ok=True)
 
     def finished_state(self) -> dict[str, torch.Tensor] | None:
         """The kept weights of an identical run that already ended in run_dir (its history restored), else None."""
-        from safetensors.torch import load_file
-
-        path = self.run_dir / FINISHED
-        if not path.is_file():
+        committed = self._committed(FINISHED, "training again")
+        if committed is None:
             return None
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-            kept = load_file(str(self.run_dir / meta["tensors"]))
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring an unreadable finished fine-tuning run in %s (%s); training again", self.run_dir, exc)
-            return None
+        meta, kept = committed
         self.epoch, self.history, self.best = meta["epoch"], meta["history"], meta["best"]
         self._say(f"reusing the finished fine-tuning in {self.run_dir} (best epoch {self.best['epoch']}); "
                   "--restart trains again")
@@ -557,17 +562,10 @@ class Trainer:
 
     def resume(self, announce: bool = True) -> bool:
         """Load the last committed checkpoint in run_dir, if any."""
-        from safetensors.torch import load_file
-
-        path = self.run_dir / CHECKPOINT
-        if not path.is_file():
+        committed = self._committed(CHECKPOINT, "starting over", device=str(self.device))
+        if committed is None:
             return False
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-            tensors = load_file(str(self.run_dir / meta["tensors"]), device=str(self.device))
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring an unreadable fine-tuning checkpoint in %s (%s); starting over", self.run_dir, exc)
-            return False
+        meta, tensors = committed
 
         def part(prefix: str) -> dict[str, torch.Tensor]:
             return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
