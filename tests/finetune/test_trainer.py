@@ -81,6 +81,22 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
         torch.testing.assert_close(state[k], full[k])
 
 
+def test_a_finished_run_is_reused_and_an_unreadable_one_trains_again(tmp_path, caplog):
+    store, train = _store(tmp_path)
+    first = Trainer(_trainable(_top()), store, _settings(), tmp_path / "run", progress=False)
+    kept = first.fit(train, train)
+    first.save_finished(kept)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["finished.json", "kept.safetensors"]
+    again = Trainer(_trainable(_top(seed=99)), store, _settings(), tmp_path / "run", progress=False)
+    reused = again.finished_state()
+    assert again.history == first.history and again.best == first.best
+    for k in kept:
+        torch.testing.assert_close(reused[k], kept[k].cpu())
+    (tmp_path / "run" / "kept.safetensors").write_bytes(b"truncated")
+    assert Trainer(_trainable(_top()), store, _settings(), tmp_path / "run", progress=False).finished_state() is None
+    assert "unreadable" in caplog.text and "training again" in caplog.text
+
+
 def test_settings_out_of_range_are_usage_errors():
     with pytest.raises(ConfigError, match="--epochs"):
         TrainSettings(epochs=0)

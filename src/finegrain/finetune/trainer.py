@@ -516,6 +516,7 @@ class Trainer:
     def _committed(self, record: str, what: str, device: str = "cpu") -> tuple[dict, dict[str, torch.Tensor]] | None:
         """(meta, tensors) of the JSON `record` in run_dir and the tensors file it names; None when there is none,
         or (with a warning naming `what` happens instead) when it cannot be read."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = self.run_dir / record
@@ -524,7 +525,7 @@ class Trainer:
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
             return meta, load_file(str(self.run_dir / meta["tensors"]), device=device)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, SafetensorError) as exc:
             log.warning("ignoring an unreadable fine-tuning %s in %s (%s); %s", record, self.run_dir, exc, what)
             return None
 
