@@ -73,3 +73,30 @@ def test_embeddings_folder_round_trip(split_folder, tmp_path):
     np.testing.assert_array_equal(back.X, emb.X)
     assert back.labels == emb.labels and [s.split for s in back.samples] == [s.split for s in emb.samples]
     assert back.cache_key == emb.cache_key and back.shas == emb.shas
+
+
+def test_views_are_decoded_once_and_equal_each_view_embedded_alone(tmp_path, monkeypatch):
+    """`embed_with_views` decodes each file once for all the views it lacks (d4: 8 crops from one decoding),
+    computes only what the cache lacks, and gives what each view embedded on its own gives; an unreadable
+    file is one error, not one per view."""
+    import finegrain.embed
+    from finegrain.embed import embed_with_views
+    from finegrain.tta import classifier_views
+    from finegrain.views import average_views
+
+    paths = [make_image(tmp_path / f"img{i}.png", (60 * i, 120, 200), i, size=40 + 8 * i) for i in range(3)]
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    samples = [Sample(p) for p in paths] + [Sample(tmp_path / "broken.png")]
+    views = classifier_views("d4")
+    decoded = []
+    real = finegrain.embed.load_sample_rgb
+    monkeypatch.setattr(finegrain.embed, "load_sample_rgb", lambda s, **kw: decoded.append(s.path) or real(s, **kw))
+    with EmbeddingCache(tmp_path / "cache") as cache:
+        embed_samples(samples, "tiny", cache=cache, progress=False, view="rot90")  # one view already cached
+        decoded.clear()
+        joined = embed_with_views(samples, "tiny", views, cache=cache, progress=False, batch_size=5)
+        assert sorted(decoded) == sorted(s.path for s in samples)  # each file once, for 7 missing views
+        assert (joined.n_computed, joined.n_cached) == (7 * 3, 3)
+    assert [e.path for e in joined.errors] == [str(tmp_path / "broken.png")] and len(joined.X) == 3
+    alone = [embed_samples(samples, "tiny", progress=False, view=v).X for v in (None, *views)]
+    np.testing.assert_allclose(joined.X, average_views(alone), atol=1e-5)

@@ -23,8 +23,8 @@ from .data.boxes import BOX_COLUMNS, load_sample_rgb, parse_box, sample_key
 from .data.images import DEFAULT_MAX_PIXELS, file_sha256
 from .data.samples import Sample
 from .errors import DataError, FinegrainError, ImageError
-from .store import EmbeddingCache, default_cache_dir, missing
-from .views import average_views, view_crop, view_key
+from .store import EmbeddingCache, default_cache_dir
+from .views import average_views, view_crops, view_key
 
 
 @dataclass(frozen=True)
@@ -82,19 +82,23 @@ def _hash_all(samples: Sequence[Sample], pool: ThreadPoolExecutor) -> list[str |
     return list(pool.map(one, samples))
 
 
-def _decode(sample: Sample, backbone: Backbone, max_pixels: int | None, view: str | None) -> np.ndarray | ErrorRecord:
+def _decode(sample: Sample, backbone: Backbone, max_pixels: int | None,
+            views: Sequence[str | None]) -> list[np.ndarray] | ErrorRecord:
+    """The crops of `views` of one sample, from one decoding."""
     try:
-        return view_crop(backbone.preprocess, load_sample_rgb(sample, max_pixels=max_pixels), view)
+        return view_crops(backbone.preprocess, load_sample_rgb(sample, max_pixels=max_pixels), views)
     except FinegrainError as exc:
         return ErrorRecord(str(sample.path), getattr(exc, "reason", str(exc)))
 
 
-def _decoded_batches(todo: list[tuple[str, Sample]], backbone: Backbone, pool: ThreadPoolExecutor,
-                     batch_size: int, max_pixels: int | None,
-                     view: str | None) -> Iterator[list[tuple[str, np.ndarray | ErrorRecord]]]:
+Todo = tuple[str, Sample, tuple[str | None, ...]]  # a sample's content key, the sample, the views it still lacks
+
+
+def _decoded_batches(todo: list[Todo], backbone: Backbone, pool: ThreadPoolExecutor, batch_size: int,
+                     max_pixels: int | None) -> Iterator[list[tuple[Todo, list[np.ndarray] | ErrorRecord]]]:
     """Yield decoded batches while the next batch is already being decoded in the pool (bounded: 2 in flight)."""
-    def submit(chunk: list[tuple[str, Sample]]) -> list[tuple[str, Future]]:
-        return [(key, pool.submit(_decode, sample, backbone, max_pixels, view)) for key, sample in chunk]
+    def submit(chunk: list[Todo]) -> list[tuple[Todo, Future]]:
+        return [(item, pool.submit(_decode, item[1], backbone, max_pixels, item[2])) for item in chunk]
 
     chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     in_flight = [submit(c) for c in chunks[:2]]
@@ -102,7 +106,7 @@ def _decoded_batches(todo: list[tuple[str, Sample]], backbone: Backbone, pool: T
         current = in_flight.pop(0)
         if i + 2 < len(chunks):
             in_flight.append(submit(chunks[i + 2]))
-        yield [(sha, fut.result()) for sha, fut in current]
+        yield [(item, fut.result()) for item, fut in current]
 
 
 def _onnx_dir(cache: EmbeddingCache | None) -> Path:
@@ -123,86 +127,105 @@ def embed_samples(samples: Sequence[Sample], backbone: str | Backbone | Composit
     cache entries) and joins the rows. `view` (see `finegrain.views`) embeds that view of each sample instead of
     its plain crop, cached under `SHA:view=VIEW`; the returned `shas` stay the samples' own keys.
     """
+    return _embed_views(samples, backbone, (view,), cache=cache, batch_size=batch_size, workers=workers,
+                        max_pixels=max_pixels, progress=progress, desc=desc, runtime=runtime)[0]
+
+
+def embed_with_views(samples: Sequence[Sample], backbone: str | Backbone | CompositeBackbone,
+                     views: Sequence[str] = (), **kw: Any) -> Embeddings:
+    """`embed_samples` of the plain crop and each view of `views` (each through its own cache entries), averaged
+    per image (`views.average_views`); no views is `embed_samples` itself. Each image is decoded and resized
+    once for all the views it still lacks."""
+    per_view = _embed_views(samples, backbone, (None, *views), **kw)
+    out = per_view[0]
+    if len(per_view) > 1:
+        out.X = average_views([e.X for e in per_view]) if out.shas else out.X
+        out.n_computed = sum(e.n_computed for e in per_view)
+        out.n_cached = sum(e.n_cached for e in per_view)
+        out.views = tuple(views)
+    return out
+
+
+def _embed_views(samples: Sequence[Sample], backbone: str | Backbone | CompositeBackbone,
+                 views: tuple[str | None, ...], **kw: Any) -> list[Embeddings]:
+    """One `Embeddings` per view of `views`, all of the same samples in input order."""
     bb = get_backbone(backbone) if isinstance(backbone, str) else backbone
     if isinstance(bb, CompositeBackbone):
-        return _embed_composite(samples, bb, cache=cache, batch_size=batch_size, workers=workers,
-                                max_pixels=max_pixels, progress=progress, desc=desc, runtime=runtime, view=view)
+        return _embed_composite(samples, bb, views, **kw)
+    return _embed_member(samples, bb, views, **kw)
+
+
+def _embed_member(samples: Sequence[Sample], bb: Backbone, views: tuple[str | None, ...], *,
+                  cache: EmbeddingCache | None = None, batch_size: int = 32, workers: int = 2,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = True,
+                  desc: str = "embedding", runtime: str | None = None) -> list[Embeddings]:
+    """`_embed_views` through one network: cached views are read, and each sample lacking any view is decoded
+    once and its missing views embedded in batches of `batch_size` crops."""
     key = bb.cache_key
     vectors: dict[str, np.ndarray] = {}
     bad: dict[str, str] = {}
-    errors: list[ErrorRecord] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         hashed = _hash_all(samples, pool)
-        keyed = [view_key(h, view) if isinstance(h, str) else h for h in hashed]
-        shas = [h for h in keyed if isinstance(h, str)]
-        if cache is not None:
-            vectors.update(cache.get_many(key, shas))
-        n_cached = sum(1 for h in shas if h in vectors)
         sample_of: dict[str, Sample] = {}
-        for s, h in zip(samples, keyed):
+        for s, h in zip(samples, hashed):
             if isinstance(h, str):
                 sample_of.setdefault(h, s)
-        todo = [(key, sample_of[key]) for key in missing(shas, vectors)]
+        if cache is not None:
+            vectors.update(cache.get_many(key, [view_key(h, v) for h in sample_of for v in views]))
+        n_cached = [sum(1 for h in hashed if isinstance(h, str) and view_key(h, v) in vectors) for v in views]
+        todo = [(h, s, lacking) for h, s in sample_of.items()
+                if (lacking := tuple(v for v in views if view_key(h, v) not in vectors))]
         runner = resolve_runtime(bb, runtime or default_runtime(), _onnx_dir(cache)) if todo else bb
         with _progress(len(todo), desc, progress) as bar:
-            for batch in _decoded_batches(todo, bb, pool, batch_size, max_pixels, view):
-                ok = [(sha, arr) for sha, arr in batch if not isinstance(arr, ErrorRecord)]
-                bad.update({sha: arr.reason for sha, arr in batch if isinstance(arr, ErrorRecord)})
-                if ok:
-                    emb = runner.embed(np.stack([arr for _, arr in ok]))
-                    new = {sha: emb[j] for j, (sha, _) in enumerate(ok)}
+            for batch in _decoded_batches(todo, bb, pool, batch_size, max_pixels):
+                bad.update({h: crops.reason for (h, _, _), crops in batch if isinstance(crops, ErrorRecord)})
+                named = [(view_key(h, v), crop) for (h, _, lacking), crops in batch
+                         if not isinstance(crops, ErrorRecord) for v, crop in zip(lacking, crops)]
+                for i in range(0, len(named), batch_size):
+                    chunk = named[i:i + batch_size]
+                    new = dict(zip([name for name, _ in chunk], runner.embed(np.stack([c for _, c in chunk]))))
                     vectors.update(new)
                     if cache is not None:
                         cache.put_many(key, new)
                 bar.update(len(batch))
+    errors: list[ErrorRecord] = []
     kept: list[int] = []
-    for i, (s, h) in enumerate(zip(samples, keyed)):
+    for i, (s, h) in enumerate(zip(samples, hashed)):
         if isinstance(h, ErrorRecord):
             errors.append(h)
         elif h in bad:
             errors.append(ErrorRecord(str(s.path), bad[h]))
         else:
             kept.append(i)
-    X = np.stack([vectors[keyed[i]] for i in kept]).astype(np.float32) if kept else \
-        np.zeros((0, bb.embed_dim), dtype=np.float32)
-    return Embeddings(X=X, samples=[samples[i] for i in kept], shas=[hashed[i] for i in kept],
-                      backbone_id=bb.id, cache_key=key, preprocess=bb.preprocess.to_dict(), errors=errors,
-                      n_computed=len(todo) - len(bad), n_cached=n_cached)
+    computed = {v: sum(1 for h, _, lacking in todo if h not in bad and v in lacking) for v in views}
+    return [Embeddings(X=np.stack([vectors[view_key(hashed[i], v)] for i in kept]).astype(np.float32) if kept else
+                       np.zeros((0, bb.embed_dim), dtype=np.float32),
+                       samples=[samples[i] for i in kept], shas=[hashed[i] for i in kept],
+                       backbone_id=bb.id, cache_key=key, preprocess=bb.preprocess.to_dict(), errors=list(errors),
+                       n_computed=computed[v], n_cached=cached)
+            for v, cached in zip(views, n_cached)]
 
 
-def _embed_composite(samples: Sequence[Sample], bb: CompositeBackbone, desc: str, **kw: Any) -> Embeddings:
-    """Each member embeds every sample (through its own cache entries); rows are joined per image. An image
-    any member could not read is an error for the whole, reported once."""
-    parts = [embed_samples(samples, m, desc=f"{desc} ({m.id})", **kw) for m in bb.members]
-    rows = [dict(zip(p.shas, p.X)) for p in parts]
-    errors = {e.path: e for p in parts for e in p.errors}
-    kept = [i for i, h in enumerate(parts[0].shas) if all(h in r for r in rows)]  # the rest have error records
-    shas = [parts[0].shas[i] for i in kept]
-    X = join_member_embeddings([np.stack([r[h] for h in shas]) if shas else np.zeros((0, m.embed_dim), dtype=np.float32)
-                                for r, m in zip(rows, bb.members)])
-    return Embeddings(X=X, samples=[parts[0].samples[i] for i in kept], shas=shas,
-                      backbone_id=bb.id, cache_key=bb.cache_key, preprocess=bb.preprocess.to_dict(),
-                      errors=[errors[str(s.path)] for s in samples if str(s.path) in errors],
-                      n_computed=max(p.n_computed for p in parts), n_cached=min(p.n_cached for p in parts))
-
-
-def embed_with_views(samples: Sequence[Sample], backbone: str | Backbone | CompositeBackbone,
-                     views: Sequence[str] = (), **kw: Any) -> Embeddings:
-    """`embed_samples`, then each view of `views` (each through its own cache entries), averaged per image
-    (`views.average_views`); no views is `embed_samples` itself. An image any view could not read is an error."""
-    plain = embed_samples(samples, backbone, **kw)
-    if not views or not plain.samples:
-        return plain
-    desc = kw.pop("desc", "embedding")
-    extra = [embed_samples(plain.samples, backbone, view=v, desc=f"{desc} ({v})", **kw) for v in views]
-    rows = [dict(zip(e.shas, e.X)) for e in extra]
-    keep = [all(sha in r for r in rows) for sha in plain.shas]
-    out = plain.subset(keep)
-    out.X = average_views([out.X, *[np.stack([r[sha] for sha in out.shas]) for r in rows]]) if out.shas else out.X
-    out.errors = plain.errors + [e for part in extra for e in part.errors]
-    out.n_computed = plain.n_computed + sum(e.n_computed for e in extra)
-    out.n_cached = plain.n_cached + sum(e.n_cached for e in extra)
-    out.views = tuple(views)
+def _embed_composite(samples: Sequence[Sample], bb: CompositeBackbone, views: tuple[str | None, ...],
+                     desc: str = "embedding", **kw: Any) -> list[Embeddings]:
+    """Each member embeds every sample (through its own cache entries); rows are joined per image and view. An
+    image any member could not read is an error for the whole, reported once."""
+    parts = [_embed_member(samples, m, views, desc=f"{desc} ({m.id})", **kw) for m in bb.members]
+    first = parts[0][0]
+    rows = [dict(zip(p[0].shas, range(len(p[0].shas)))) for p in parts]  # a member's row of each content key
+    errors = {e.path: e for p in parts for e in p[0].errors}
+    kept = [i for i, h in enumerate(first.shas) if all(h in r for r in rows)]  # the rest have error records
+    shas = [first.shas[i] for i in kept]
+    out = []
+    for v in range(len(views)):
+        X = join_member_embeddings([p[v].X[[r[h] for h in shas]] if shas else
+                                    np.zeros((0, m.embed_dim), dtype=np.float32)
+                                    for p, r, m in zip(parts, rows, bb.members)])
+        out.append(Embeddings(X=X, samples=[first.samples[i] for i in kept], shas=shas, backbone_id=bb.id,
+                              cache_key=bb.cache_key, preprocess=bb.preprocess.to_dict(),
+                              errors=[errors[str(s.path)] for s in samples if str(s.path) in errors],
+                              n_computed=max(p[v].n_computed for p in parts),
+                              n_cached=min(p[v].n_cached for p in parts)))
     return out
 
 
@@ -217,11 +240,12 @@ def members_of(backbone: Backbone | CompositeBackbone) -> tuple[Backbone, ...]:
 
 
 def preprocess_image(backbone: Backbone | CompositeBackbone, img: Image.Image,
-                     view: str | None = None) -> tuple[np.ndarray, ...]:
-    """The crop each member network sees, exactly as `embed_samples` prepares files (one crop for a plain
-    backbone; `view` as `embed_samples(view=)`): callers that decode images themselves, like the HTTP server,
-    reuse it rather than redo it."""
-    return tuple(view_crop(p, img, view) for p in member_preprocesses(backbone))
+                     views: Sequence[str] = ()) -> list[tuple[np.ndarray, ...]]:
+    """The crops each member network sees — of the plain crop, then of each of `views` — exactly as
+    `embed_samples` prepares files (one crop a view for a plain backbone), each framing resized once: callers
+    that decode images themselves, like the HTTP server, reuse it rather than redo it."""
+    per_member = [view_crops(p, img, (None, *views)) for p in member_preprocesses(backbone)]
+    return [tuple(crops[i] for crops in per_member) for i in range(1 + len(views))]
 
 
 def member_preprocesses(backbone: Backbone | CompositeBackbone) -> tuple[Preprocess, ...]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -79,8 +79,3 @@ class EmbeddingCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def missing(shas: Sequence[str], have: Mapping[str, np.ndarray]) -> list[str]:
-    """The hashes (in first-seen order, without repeats) that the cache did not have."""
-    return list(dict.fromkeys(s for s in shas if s not in have))

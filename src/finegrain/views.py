@@ -30,16 +30,28 @@ def view_key(key: str, view: str | None) -> str:
     return key if view is None else f"{key}:view={view}"
 
 
+def view_crops(preprocess: Preprocess, img: Image.Image, views: Sequence[str | None]) -> list[np.ndarray]:
+    """The (size, size, 3) uint8 crop the network sees for each of `views` of a decoded image (None: the plain
+    crop). Each framing (the plain crop, the whole image) is resized once and turned or mirrored as each view
+    asks, so a mirror shows exactly the pixels of its unmirrored crop, left and right swapped."""
+    for view in views:
+        if view is not None and view not in VIEWS:
+            raise ConfigError(f"unknown view '{view}'", expected=", ".join(VIEWS), found=view,
+                              fix="use one of the listed views")
+    framed: dict[bool, np.ndarray] = {}
+    crops = []
+    for view in views:
+        whole = view is not None and view.startswith("whole")
+        if whole not in framed:
+            framed[whole] = replace(preprocess, crop_pct=1.0).apply(img) if whole else preprocess.apply(img)
+        turn = view.removeprefix("whole-") if view is not None else None  # whole-flip: the whole image, mirrored
+        crops.append(turned_crops(framed[whole][None], turn)[0] if turn in TURNS else framed[whole])
+    return crops
+
+
 def view_crop(preprocess: Preprocess, img: Image.Image, view: str | None) -> np.ndarray:
-    """The (size, size, 3) uint8 crop the network sees for `view` of a decoded image (None: the plain crop).
-    A mirror is taken of the crop, so it shows exactly the pixels of the unmirrored crop, left and right swapped."""
-    if view is not None and view not in VIEWS:
-        raise ConfigError(f"unknown view '{view}'", expected=", ".join(VIEWS), found=view,
-                          fix="use one of the listed views")
-    whole = view is not None and view.startswith("whole")
-    crop = replace(preprocess, crop_pct=1.0).apply(img) if whole else preprocess.apply(img)
-    turn = view.removeprefix("whole-") if view is not None else None  # whole-flip: the whole image, mirrored
-    return turned_crops(crop[None], turn)[0] if turn in TURNS else crop
+    """`view_crops` of one view."""
+    return view_crops(preprocess, img, (view,))[0]
 
 
 def average_views(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -48,4 +60,4 @@ def average_views(parts: Sequence[np.ndarray]) -> np.ndarray:
     return (total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-__all__ = ["VIEWS", "view_key", "view_crop", "average_views"]
+__all__ = ["VIEWS", "view_key", "view_crop", "view_crops", "average_views"]

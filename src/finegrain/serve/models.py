@@ -69,16 +69,16 @@ class ServedModel:
         from PIL import Image
 
         blank = Image.new("RGB", (64, 64), (128, 128, 128))
-        self.embed_crops([preprocess_image(self.backbone, blank)])
+        self.embed_crops(preprocess_image(self.backbone, blank))
         if self.settings.neighbours and len(members_of(self.backbone)) == 1:
             from ..explain import reference_embeddings
             self.reference = reference_embeddings(self.classifier, cache_dir=self.settings.cache_dir, progress=False)
 
     def decode(self, upload: Upload, views: Sequence[str] = ()) -> list[tuple[np.ndarray, ...]]:
         """The crops the backbone sees: the plain crop, then one per test-time view (`finegrain.views`), from
-        one decoding; ImageError (with the reason) for anything that is not a usable image."""
+        one decoding and one resize; ImageError (with the reason) for anything that is not a usable image."""
         img = load_rgb_bytes(upload.data, upload.filename, max_pixels=self.settings.max_pixels)
-        return [preprocess_image(self.backbone, img, view) for view in (None, *views)]
+        return preprocess_image(self.backbone, img, views)
 
     def embed_crops(self, crops: list[tuple[np.ndarray, ...]]) -> np.ndarray:
         return embed_preprocessed(self.backbone, crops, runtime=self.settings.runtime, cache_dir=self.settings.cache_dir)
