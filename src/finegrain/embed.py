@@ -171,6 +171,7 @@ def _embed_member(samples: Sequence[Sample], bb: Backbone, views: tuple[str | No
             if isinstance(h, str):
                 sample_of.setdefault(h, s)
         if cache is not None:
+            cache.name_key(key, bb.id)
             vectors.update(cache.get_many(key, [view_key(h, v) for h in sample_of for v in views]))
         n_cached = [sum(1 for h in hashed if isinstance(h, str) and view_key(h, v) in vectors) for v in views]
         todo = [(h, s, lacking) for h, s in sample_of.items()

@@ -2,11 +2,14 @@
 
 Each batch is committed as soon as it is computed, so an interrupted run resumes where it stopped and a
 second run over the same images computes nothing. SQLite gives atomic writes and safe concurrent readers.
+When a run last used each backbone's rows is recorded too, so `finegrain cache --prune DAYS` can drop the rows
+of backbones (and deleted fine-tuned models) no run needs any more.
 """
 from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -44,9 +47,31 @@ class EmbeddingCache:
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS embeddings (key TEXT NOT NULL, sha TEXT NOT NULL, dim INTEGER NOT NULL,"
             " vec BLOB NOT NULL, PRIMARY KEY (key, sha)) WITHOUT ROWID")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS key_use (key TEXT PRIMARY KEY, last_used REAL NOT NULL,"
+                           " backbone TEXT)")
         self._conn.commit()
+        self._noted: set[str] = set()
+
+    def _note_use(self, key: str, backbone: str | None = None) -> None:
+        """Record (once per open cache) that a run used `key`'s rows now, and which backbone they belong to when
+        known; a read-only cache is used as it is."""
+        if key in self._noted and backbone is None:
+            return
+        self._noted.add(key)
+        try:
+            with self._conn:
+                self._conn.execute("INSERT INTO key_use VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                                   "last_used = excluded.last_used, backbone = coalesce(excluded.backbone, backbone)",
+                                   [key, time.time(), backbone])
+        except sqlite3.OperationalError:
+            pass
+
+    def name_key(self, key: str, backbone: str) -> None:
+        """Say which backbone `key` belongs to (for `finegrain cache` listings)."""
+        self._note_use(key, backbone)
 
     def get_many(self, key: str, shas: Iterable[str]) -> dict[str, np.ndarray]:
+        self._note_use(key)
         unique = sorted(set(shas))
         found: dict[str, np.ndarray] = {}
         for i in range(0, len(unique), _CHUNK):
@@ -61,6 +86,7 @@ class EmbeddingCache:
         return found
 
     def put_many(self, key: str, vectors: Mapping[str, np.ndarray]) -> None:
+        self._note_use(key)
         rows = [(key, sha, int(v.shape[0]), np.ascontiguousarray(v, dtype=np.float32).tobytes())
                 for sha, v in vectors.items()]
         with self._conn:
@@ -70,6 +96,31 @@ class EmbeddingCache:
         if key is None:
             return self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
         return self._conn.execute("SELECT COUNT(*) FROM embeddings WHERE key = ?", [key]).fetchone()[0]
+
+    def usage(self) -> list[tuple[str, str | None, int, int, float]]:
+        """(key, backbone, rows, bytes of vectors, last used) per key. Keys used before uses were recorded count
+        as used now, so the first prune after an upgrade keeps them."""
+        rows = self._conn.execute("SELECT key, COUNT(*), 4 * SUM(dim) FROM embeddings GROUP BY key").fetchall()
+        used = {key: (when, name) for key, when, name in
+                self._conn.execute("SELECT key, last_used, backbone FROM key_use").fetchall()}
+        for key, _, _ in rows:
+            if key not in used:
+                self._note_use(key)
+                used[key] = (time.time(), None)
+        return [(key, used[key][1], count, size, used[key][0]) for key, count, size in rows]
+
+    def delete_keys(self, keys: Iterable[str]) -> str | None:
+        """Drop every row of these keys, then compact the file so the disk space is given back; returns why it
+        could not be compacted (compacting needs free space as large as the file), else None."""
+        with self._conn:
+            for key in keys:
+                self._conn.execute("DELETE FROM embeddings WHERE key = ?", [key])
+                self._conn.execute("DELETE FROM key_use WHERE key = ?", [key])
+        try:
+            self._conn.execute("VACUUM")
+        except sqlite3.OperationalError as exc:
+            return str(exc)
+        return None
 
     def close(self) -> None:
         self._conn.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..cachedir import mark_used
 from ..progress import note
 from .base import Backbone
 
@@ -114,7 +115,9 @@ def onnx_backbone(source: Backbone, directory: Path, threads: int | None = None)
                           expected="'onnxruntime' importable", found="ImportError",
                           fix="pip install onnxruntime onnx (finegrain depends on them), or use --runtime torch")
     path = model_file(source, Path(directory))
-    if not path.is_file():
+    if path.is_file():
+        mark_used(path)  # `finegrain cache --prune DAYS` keeps what runs use
+    else:
         export_checked(source, path)
     return OnnxBackbone(source, path, threads)
 

@@ -24,6 +24,8 @@ EPILOG = {
              "  finegrain embed data/birds -o shards/birds --engine ray --ray-actors 3   # Parquet shards, resumable",
     "check": "example:\n  finegrain check data/birds",
     "backbones": "example:\n  finegrain backbones",
+    "cache": "examples:\n  finegrain cache\n  finegrain cache --prune 30 --dry-run   # what would go\n"
+             "  finegrain cache --prune 30             # remove what no run used in 30 days",
     "zeroshot": "examples:\n  finegrain zeroshot --classes birds.txt --descriptions birds.csv -o models/zs\n"
                 "  finegrain zeroshot --vocabulary names.txt --alignment models/aligned -o models/open",
     "align": "example:\n  finegrain align data/birds --descriptions birds.csv --classes new_birds.txt -o models/aligned",
@@ -327,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "learn image→text alignment on labelled classes, recognise described new ones"))
     zeroshot_cli.add_describe_arguments(add("describe", lazy("finegrain.cli.zeroshot", "run_describe"),
                                             "predict with a zero-shot model and show the descriptors behind each answer"))
+    from . import cache as cache_cli  # argument definitions only: light imports
+    cache_cli.add_arguments(add("cache", lazy("finegrain.cli.cache"),
+                                "what the cache folder holds, and --prune DAYS to remove what no run used lately"))
     from . import retrieval as retrieval_cli  # argument definitions only: light imports
     EPILOG.update(retrieval_cli.EPILOG)
     p = add("index", lazy("finegrain.cli.retrieval", "run_index"),

@@ -31,6 +31,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number ≥ 0 (ages in days, where 0 means 'now')."""
+    value = _number(text, float, "a number")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text}")
+    return value
+
+
 def fraction(low_open: bool, high_open: bool) -> Callable[[str], float]:
     """A number in the interval between 0 and 1, each end included unless `*_open`."""
     def parse(text: str) -> float:

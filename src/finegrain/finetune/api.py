@@ -26,6 +26,7 @@ from ..data.sources import DataSet, load_data
 from ..errors import ConfigError, DataError
 from ..heads.base import stratified_holdout
 from ..pipeline import Classifier
+from ..cachedir import mark_used, write_about
 from ..progress import note, phase, progress_scope
 from ..scale.train import RayTrainOptions, engine_options, fit_on_ray
 from ..store import default_cache_dir
@@ -78,6 +79,8 @@ def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple
     staged: StagedFeatures = staged_copy(base)
     split = staged.split_index(train_blocks)
     store = ActivationStore(cache_dir / "activations" / store_key(base.cache_key, split, recipe))
+    mark_used(store.directory)  # `finegrain cache --prune DAYS` keeps what runs use
+    write_about(store.directory, {"backbone": base.id, "split_stage": split, "views": recipe.to_dict()})
     train_shas, train_labels = train
     val_shas, val_labels = val
     runner = trunk_runner(base, staged, split, cache_dir / "onnx", runtime=runtime)
@@ -108,6 +111,8 @@ def tune_member(backbone_id: str, train: tuple[list[str], list[str]], val: tuple
     if restart:
         shutil.rmtree(run_dir, ignore_errors=True)
     trainer = Trainer(top, store, settings, run_dir, progress=progress)
+    mark_used(run_dir)
+    write_about(run_dir, {"backbone": base.id, "seed": settings.seed})
     kept = trainer.finished_state()
     reused = kept is not None
     if kept is None:

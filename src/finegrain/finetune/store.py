@@ -111,7 +111,8 @@ def check_disk_space(directory: Path, n_views_total: int, bytes_per_view: int) -
     if needed > free:
         raise DataError(f"not enough disk space for the trunk activations in {directory}",
                         expected=f"{needed / 2**30:.2f} GiB free", found=f"{free / 2**30:.2f} GiB free",
-                        fix="free space, pass --cache-dir on a larger disk, or lower --views")
+                        fix="free space (`finegrain cache` lists what the cache holds; `--prune DAYS` removes what "
+                            "no run used lately), pass --cache-dir on a larger disk, or lower --views")
 
 
 def _decode_views(path: str, sha: str, pre, recipe: ViewRecipe, n_views: int,

@@ -7,6 +7,7 @@ anything fails, PyTorch computes it.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from torch import nn
 
 from ..backbones.onnx_runtime import OPSET, Uint8Session, check_images, export_uint8_module, onnxruntime_available
 from ..backbones.torch_backbone import TorchBackbone, configure_torch_threads
+from ..cachedir import mark_used
 from .network import StagedFeatures, run_stages
 from .store import Runner
 
@@ -59,7 +61,9 @@ def trunk_runner(backbone: TorchBackbone, staged: StagedFeatures, split: int, on
     path = Path(onnx_dir) / (f"trunk-{backbone.id}-{backbone.cache_key}-split{split}-opset{OPSET}-"
                              f"ort{ort.__version__}-torch{torch.__version__}.onnx")
     try:
-        if not path.is_file():
+        if path.is_file():
+            mark_used(path)  # `finegrain cache --prune DAYS` keeps what runs use
+        else:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             try:
@@ -67,6 +71,8 @@ def trunk_runner(backbone: TorchBackbone, staged: StagedFeatures, split: int, on
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
+            path.with_suffix(".json").write_text(json.dumps({"backbone": f"{backbone.id} trunk (stages < {split})",
+                                                             "cache_key": backbone.cache_key}) + "\n")
         runner = Uint8Session(path)
         images = check_images(backbone.preprocess.size)
         error = relative_error(reference(images), runner(images))

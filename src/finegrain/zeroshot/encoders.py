@@ -50,7 +50,10 @@ class TextEncoder(abc.ABC):
         """(N, dim) float32, L2-normalised; texts already in the cache are not encoded again."""
         texts = list(texts)
         shas = [text_sha(t) for t in texts]
-        found = cache.get_many(self.cache_key, shas) if cache is not None else {}
+        found = {}
+        if cache is not None:
+            cache.name_key(self.cache_key, f"text:{self.id}")
+            found = cache.get_many(self.cache_key, shas)
         todo = sorted({s: t for s, t in zip(shas, texts) if s not in found}.items())
         for i in range(0, len(todo), batch_size):
             chunk = todo[i:i + batch_size]
