@@ -146,3 +146,27 @@ def test_explain_reports_the_flip_model_s_own_answer(flip_model, split_folder, t
     (pred,) = clf.predict([photo], runtime="torch")
     assert expl["predicted"] == pred.label and expl["confidence"] == pytest.approx(pred.probs[0], abs=1e-6)
     assert _max_gap([pred], _plain_answers(flip_model, [photo])) > 1e-3
+
+
+def test_explain_maps_sum_every_view_so_a_turned_image_gets_the_turned_map(flip_model, tmp_path):
+    """The views of a mirrored (d4: turned) crop are the views of the crop, so the model's answer is the same and
+    its explanation must be the mirrored (turned) one; the plain crop's map alone is not (the tiny network is
+    not equivariant), which is what this checks first."""
+    from finegrain.explain import activation_maps, conv_maps, explain_crops
+    from finegrain.tta import turned_crops
+
+    clf = Classifier.load(flip_model)
+    crops = np.stack([clf.backbone().preprocess.apply(load_rgb(p)) for p in _lopsided(tmp_path / "lopsided", 2)])
+    turn = clf.views[-1]  # flip, or d4's antitranspose
+    plain = activation_maps(conv_maps(clf.backbone(), clf.head, crops), clf.head, np.zeros(2, dtype=int))["gradcam"]
+    turned = activation_maps(conv_maps(clf.backbone(), clf.head, turned_crops(crops, turn)), clf.head,
+                             np.zeros(2, dtype=int))["gradcam"]
+    assert not np.allclose(turned_crops(plain[..., None], turn)[..., 0], turned, atol=1e-3)
+    names = ["a", "b"]
+    before = explain_crops(clf, names, list(crops), target=clf.classes[0], versus=clf.classes[1])
+    after = explain_crops(clf, names, list(turned_crops(crops, turn)), target=clf.classes[0], versus=clf.classes[1])
+    for b, a in zip(before, after):
+        assert a.target_prob == pytest.approx(b.target_prob, abs=1e-5)
+        for m in ("gradcam", "gradcam++"):
+            np.testing.assert_allclose(a.maps[m], turned_crops(b.maps[m][None, ..., None], turn)[0, ..., 0], atol=1e-4)
+        np.testing.assert_allclose(a.contrast, turned_crops(b.contrast[None, ..., None], turn)[0, ..., 0], atol=1e-4)

@@ -33,6 +33,14 @@ def classifier_views(tta: str) -> tuple[str, ...]:
     return CLASSIFIER_TTA[tta]
 
 
+def inverse_view(view: str) -> str:
+    """The view that undoes `view`: a mirror undoes itself, a quarter turn the three-quarter turn."""
+    quarter_turns, mirrored = TURNS[view]
+    if mirrored:
+        return view
+    return next(v for v, (turns, m) in TURNS.items() if not m and turns == (4 - quarter_turns) % 4)
+
+
 def turned_crops(crops, view: str):
     """`view` (a key of TURNS) of square crops (N, S, S, C), NumPy or PyTorch: mirrored left-right first if the
     view says so, then turned a quarter counter-clockwise that many times."""
@@ -52,4 +60,4 @@ def turned_crops(crops, view: str):
     return np.ascontiguousarray(np.rot90(out, quarter_turns, axes=(1, 2)) if quarter_turns else out)
 
 
-__all__ = ["CLASSIFIER_TTA", "TURNS", "classifier_views", "turned_crops"]
+__all__ = ["CLASSIFIER_TTA", "TURNS", "classifier_views", "inverse_view", "turned_crops"]

@@ -19,7 +19,7 @@ from ..errors import ConfigError, FinegrainError
 from ..tta import turned_crops
 from ..views import average_views
 from .cam import normalise_maps, upsample_maps
-from .gradcam import activation_maps, conv_maps, require_torch_backbone
+from .gradcam import conv_maps, require_torch_backbone, view_activation_maps
 from .neighbours import Neighbour, nearest_examples
 
 CONTRAST_METHOD = "gradcam"
@@ -95,23 +95,23 @@ def _explain_batch(clf: Any, backbone, images: np.ndarray, target: int | None, v
                    methods: tuple[str, ...], contrast: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                       dict[str, np.ndarray], np.ndarray | None]:
     """Probabilities, embeddings, targets, {method: maps} and contrast maps for a batch, upsampled to the crop."""
-    maps = conv_maps(backbone, clf.head, images)
-    X = maps.embeddings
-    if clf.views:  # a model fitted with --tta answers for the image and its views; the maps show the image
-        X = average_views([X, *(backbone.embed(turned_crops(images, v)) for v in clf.views)])
+    # a model fitted with --tta answers for the image and its views: each view's evidence, turned back, is summed
+    views = [(view, conv_maps(backbone, clf.head, images if view is None else turned_crops(images, view)))
+             for view in (None, *clf.views)]
+    X = average_views([maps.embeddings for _, maps in views])
     as_embeddings = Embeddings(X, [Sample(Path(f"#{i}")) for i in range(len(images))],
                                [""] * len(images), clf.backbone_id, clf.cache_key, dict(clf.preprocess), views=clf.views)
     probs = clf.predict_proba_embeddings(as_embeddings)  # the model's own probabilities (calibrated if it is)
     tgt = probs.argmax(axis=1) if target is None else np.full(len(images), target)
     size = images.shape[1:3]
-    raw_maps = activation_maps(maps, clf.head, tgt, None, methods)
+    raw_maps = view_activation_maps(views, clf.head, tgt, None, methods)
     cams = {m: normalise_maps(upsample_maps(a, *size)) for m, a in raw_maps.items()}
     others = None
     contrast_maps = None
     if contrast and len(clf.classes) > 1:
         runner_up = _runner_up(probs, tgt)
         others = runner_up if versus is None else np.where(versus == tgt, runner_up, versus)  # never A vs A
-        raw = activation_maps(maps, clf.head, tgt, others, (CONTRAST_METHOD,))[CONTRAST_METHOD]
+        raw = view_activation_maps(views, clf.head, tgt, others, (CONTRAST_METHOD,))[CONTRAST_METHOD]
         contrast_maps = normalise_maps(upsample_maps(raw, *size))
     return probs, X, np.stack([tgt, tgt if others is None else others], axis=1), cams, contrast_maps
 

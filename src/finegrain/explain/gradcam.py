@@ -7,12 +7,14 @@ detached copy that requires grad goes through pooling + L2 normalisation, and th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from ..backbones import Backbone
 from ..errors import ConfigError
 from ..heads import Head
+from ..tta import inverse_view, turned_crops
 from .cam import gradcam_weights, gradcampp_weights, weighted_activation_map
 from .gradients import score_gradient
 
@@ -70,10 +72,32 @@ def conv_map_gradient(acts: np.ndarray, embedding_grad: np.ndarray) -> np.ndarra
 def activation_maps(maps: ConvMaps, head: Head, target: np.ndarray, other: np.ndarray | None = None,
                     methods: tuple[str, ...] = ("gradcam",)) -> dict[str, np.ndarray]:
     """{method: (N, h, w) map ≥ 0} for logit[target] (or logit[target] − logit[other]: "why target, not other")."""
+    return view_activation_maps([(None, maps)], head, target, other, methods)
+
+
+def view_activation_maps(views: Sequence[tuple[str | None, ConvMaps]], head: Head, target: np.ndarray,
+                         other: np.ndarray | None = None,
+                         methods: tuple[str, ...] = ("gradcam",)) -> dict[str, np.ndarray]:
+    """`activation_maps` of a model that averages views of the image (`--tta`): (view, its conv maps) pairs,
+    None for the plain crop. The score's gradient reaches each view's conv map through the average of the views'
+    unit embeddings; each view's map is turned back onto the plain crop and the maps are summed — so a turned
+    image gets the turned explanation."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown explanation method {', '.join(unknown)}", expected=f"one of {', '.join(METHODS)}",
                           found=", ".join(unknown), fix="use --method gradcam or --method gradcam++")
-    grads = conv_map_gradient(maps.acts, score_gradient(head, maps.embeddings, target, other))
-    weights = {"gradcam": lambda: gradcam_weights(grads), "gradcam++": lambda: gradcampp_weights(maps.acts, grads)}
-    return {m: weighted_activation_map(maps.acts, weights[m]()) for m in methods}
+    total = np.sum([m.embeddings for _, m in views], axis=0, dtype=np.float64)
+    norm = np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
+    X = total / norm  # what the head sees (`views.average_views`)
+    g = score_gradient(head, X.astype(np.float32), target, other)
+    g_sum = (g - (g * X).sum(axis=1, keepdims=True) * X) / norm  # through the average's normalisation
+    out: dict[str, np.ndarray] = {}
+    for view, maps in views:
+        grads = conv_map_gradient(maps.acts, g_sum)
+        weights = {"gradcam": lambda: gradcam_weights(grads),
+                   "gradcam++": lambda: gradcampp_weights(maps.acts, grads)}
+        for m in methods:
+            cam = weighted_activation_map(maps.acts, weights[m]())
+            cam = cam if view is None else turned_crops(cam[..., None], inverse_view(view))[..., 0]
+            out[m] = cam if m not in out else out[m] + cam
+    return out
