@@ -47,17 +47,21 @@ class EmbeddingCache:
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS embeddings (key TEXT NOT NULL, sha TEXT NOT NULL, dim INTEGER NOT NULL,"
             " vec BLOB NOT NULL, PRIMARY KEY (key, sha)) WITHOUT ROWID")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS key_use (key TEXT PRIMARY KEY, last_used REAL NOT NULL,"
-                           " backbone TEXT)")
         self._conn.commit()
-        self._noted: set[str] = set()
+        try:
+            with self._conn:
+                self._conn.execute("CREATE TABLE IF NOT EXISTS key_use (key TEXT PRIMARY KEY,"
+                                   " last_used REAL NOT NULL, backbone TEXT)")
+        except sqlite3.OperationalError:
+            pass  # a cache that cannot be written is still read; its uses are not recorded
+        self._noted: dict[str, str | None] = {}
 
     def _note_use(self, key: str, backbone: str | None = None) -> None:
         """Record (once per open cache) that a run used `key`'s rows now, and which backbone they belong to when
         known; a read-only cache is used as it is."""
-        if key in self._noted and backbone is None:
+        if key in self._noted and backbone in (None, self._noted[key]):
             return
-        self._noted.add(key)
+        self._noted[key] = backbone or self._noted.get(key)
         try:
             with self._conn:
                 self._conn.execute("INSERT INTO key_use VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
