@@ -99,6 +99,14 @@ def test_rbi_settings_refuse_salmix_and_unknown_choices():
         TrainSettings(rbi=True, rbi_width=10, rbi_heads=4)
 
 
+def test_the_torch_free_list_of_encodings_is_the_heads_own():
+    """`--rbi-rpe` is checked before torch is imported, against a copy of the RBI head's encodings."""
+    from finegrain.finetune.settings import RBI_RPES
+    from finegrain.heads.rbi import RPES, SIMILARITY_RPES
+
+    assert RBI_RPES == RPES + SIMILARITY_RPES
+
+
 def test_finetune_rbi_model_predicts_in_every_mode(tmp_path, capsys):
     data = make_split_folder(tmp_path / "birds")
     model = tmp_path / "tuned-rbi"

@@ -23,7 +23,7 @@ def _train_blocks(value: str) -> int | str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..backbones import DEFAULT_BACKBONE
-    from ..finetune.settings import DEFAULT_TRAIN_BLOCKS, DEFAULT_VAL_SPLIT, TrainSettings
+    from ..finetune.settings import DEFAULT_TRAIN_BLOCKS, DEFAULT_VAL_SPLIT, RBI_RPES, TrainSettings
 
     d = TrainSettings()
     p.add_argument("data", help="folder, manifest (.csv/.parquet) or CUB-style folder, as for fit")
@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rbi", action="store_true",
                    help="train an RBI network between pooling and the classifier; it becomes the model's `rbi` head "
                         "(predict/eval --head-mode single|bank|transductive|plain)")
-    g.add_argument("--rbi-rpe", choices=["self", "relative", "none", "psnr", "cosine"], default=d.rbi_rpe,
+    g.add_argument("--rbi-rpe", choices=RBI_RPES, default=d.rbi_rpe,
                    help="relationship encoding: a learned self-pair bias (default), relative batch positions, none, or "
                         "a learned scale × the PSNR-style / cosine similarity of the images' stored activations")
     g.add_argument("--rbi-sampler", choices=["pk", "random"], default=d.rbi_sampler,

@@ -8,7 +8,7 @@ from ..errors import ConfigError
 
 DEFAULT_TRAIN_BLOCKS = 5
 DEFAULT_VAL_SPLIT = 0.1
-RBI_RPES = ("self", "relative", "none", "psnr", "cosine")
+RBI_RPES = ("self", "relative", "none", "psnr", "cosine")  # heads.rbi RPES + SIMILARITY_RPES, without torch
 
 
 @dataclass
