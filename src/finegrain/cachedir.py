@@ -67,7 +67,8 @@ def _about_name(folder: Path) -> str:
         return folder.name
 
 
-def _tree_size(folder: Path) -> int:
+def folder_size(folder: Path) -> int:
+    """Bytes of the files under `folder`."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
@@ -90,7 +91,7 @@ def _folder_entries(directory: Path, kind: str, sub: str) -> list[CacheEntry]:
         detail = ""
         if kind == "finetune-run":
             detail = "finished" if (folder / "finished.json").is_file() else "in progress or interrupted"
-        out.append(CacheEntry(kind, _about_name(folder), str(folder), _tree_size(folder), folder.stat().st_mtime,
+        out.append(CacheEntry(kind, _about_name(folder), str(folder), folder_size(folder), folder.stat().st_mtime,
                               detail))
     return out
 
@@ -147,7 +148,8 @@ def prune_cache(directory: Path, unused_days: float, dry_run: bool = False) -> l
     return old
 
 
-def format_size(n: int) -> str:
+def format_size(n: float) -> str:
+    """Bytes in decimal units: 950 B, 12.3 MB, 2.4 GB."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -167,4 +169,5 @@ def format_entries(entries: list[CacheEntry]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-__all__ = ["CacheEntry", "cache_entries", "format_entries", "mark_used", "prune_cache", "write_about"]
+__all__ = ["CacheEntry", "cache_entries", "folder_size", "format_entries", "format_size", "mark_used",
+           "prune_cache", "write_about"]

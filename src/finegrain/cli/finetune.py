@@ -104,6 +104,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cachedir import folder_size, format_size
     from ..finetune.api import finetune
     from ..finetune.settings import TrainSettings
     from .common import embed_kwargs, info, save_with_diagram
@@ -132,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
                     + f"; activations {m['store_seconds']:.0f} s, training {m['train_seconds']:.0f} s")
     info(args, f"fine-tuned on {t['n_train']} images of {len(clf.classes)} classes ({t['n_val']} held out for "
                 f"validation) in {ft['seconds']:.0f} s → {args.output}")
+    stored = sum(folder_size(Path(m["store"])) for m in ft["members"] if Path(m["store"]).is_dir())
+    info(args, f"the trunk activations ({format_size(stored)}) stay in the cache for the next run; `finegrain cache` "
+               "lists what it holds, `--prune DAYS` removes what no run used lately")
     return 0
 
 

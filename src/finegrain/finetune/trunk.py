@@ -71,7 +71,7 @@ def trunk_runner(backbone: TorchBackbone, staged: StagedFeatures, split: int, on
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
-            path.with_suffix(".json").write_text(json.dumps({"backbone": f"{backbone.id} trunk (stages < {split})",
+            path.with_suffix(".json").write_text(json.dumps({"backbone": f"{backbone.id} frozen trunk (first {split} stages)",
                                                              "cache_key": backbone.cache_key}) + "\n")
         runner = Uint8Session(path)
         images = check_images(backbone.preprocess.size)
