@@ -71,8 +71,8 @@ def trunk_runner(backbone: TorchBackbone, staged: StagedFeatures, split: int, on
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
-            path.with_suffix(".json").write_text(json.dumps({"backbone": f"{backbone.id} frozen trunk (first {split} stages)",
-                                                             "cache_key": backbone.cache_key}) + "\n")
+            about = {"backbone": f"{backbone.id} frozen trunk (first {split} stages)", "cache_key": backbone.cache_key}
+            path.with_suffix(".json").write_text(json.dumps(about) + "\n")
         runner = Uint8Session(path)
         images = check_images(backbone.preprocess.size)
         error = relative_error(reference(images), runner(images))
