@@ -10,7 +10,8 @@ graph. Each view costs one more network pass per image.
   top-1 0.925 → 0.931, 3 seeds).
 - `rot4`: the three quarter turns — for subjects seen from above or through a microscope, in any orientation
   (plankton, fine-tuned lite0 `@pad`, seed 0: 0.654 → 0.680; the mirror alone 0.659).
-- `d4`: every turn and mirror (7 views; plankton 0.684, 2 seeds).
+- `d4`: every turn and mirror (7 views; plankton fine-tuned 0.678 ± 0.009, 3 seeds; the frozen `@pad` head
+  0.627 → 0.662).
 """
 from __future__ import annotations
 
