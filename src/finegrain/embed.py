@@ -245,8 +245,7 @@ def preprocess_image(backbone: Backbone | CompositeBackbone, img: Image.Image,
     """The crops each member network sees — of the plain crop, then of each of `views` — exactly as
     `embed_samples` prepares files (one crop a view for a plain backbone), each framing resized once: callers
     that decode images themselves, like the HTTP server, reuse it rather than redo it."""
-    per_member = [view_crops(p, img, (None, *views)) for p in member_preprocesses(backbone)]
-    return [tuple(crops[i] for crops in per_member) for i in range(1 + len(views))]
+    return crops_for(member_preprocesses(backbone), img, views)
 
 
 def member_preprocesses(backbone: Backbone | CompositeBackbone) -> tuple[Preprocess, ...]:
@@ -255,9 +254,11 @@ def member_preprocesses(backbone: Backbone | CompositeBackbone) -> tuple[Preproc
     return tuple(m.preprocess for m in members_of(backbone))
 
 
-def crops_for(preprocesses: Sequence[Preprocess], img: Image.Image) -> tuple[np.ndarray, ...]:
+def crops_for(preprocesses: Sequence[Preprocess], img: Image.Image,
+              views: Sequence[str] = ()) -> list[tuple[np.ndarray, ...]]:
     """`preprocess_image` from the members' preprocessing alone."""
-    return tuple(p.apply(img) for p in preprocesses)
+    per_member = [view_crops(p, img, (None, *views)) for p in preprocesses]
+    return [tuple(crops[i] for crops in per_member) for i in range(1 + len(views))]
 
 
 def embed_preprocessed(backbone: Backbone | CompositeBackbone, crops: Sequence[tuple[np.ndarray, ...]], *,

@@ -63,7 +63,7 @@ def decode_and_crop(batch: Batch, preprocesses: Sequence[Preprocess],
         row = None
         if errors[i] == NONE:
             try:
-                row = crops_for(preprocesses, load_rgb_bytes(blob, str(path), max_pixels=max_pixels))
+                row = crops_for(preprocesses, load_rgb_bytes(blob, str(path), max_pixels=max_pixels))[0]
             except FinegrainError as exc:
                 errors[i] = getattr(exc, "reason", str(exc))
         for m, p in enumerate(preprocesses):
