@@ -1,8 +1,8 @@
 """Fine-tuning benchmark: `finegrain finetune` against the frozen logistic head, row by row.
 
-    python benchmarks/finetune.py --row cub100_default --seed 0      # one row → results/finetune/ROW_sSEED.json
+    python benchmarks/finetune.py --row cub100_320_whole_tta --seed 0   # one row → results/finetune/ROW_sSEED.json
     python benchmarks/finetune.py --merge                            # all rows → results/finetune.json + a table
-    python benchmarks/finetune.py --ensemble                         # reference: the 3 default seeds averaged
+    python benchmarks/finetune.py --ensemble cub100_lite0_224 --seeds 0 1 2   # reference: those seeds' models averaged
 
 Each row is one child `finegrain` process (wall time and peak RSS are that row's alone), trained on the
 train split (cub100), or on the seeded 50/50 split of at most 100 images per class (plankton, the open-world
@@ -28,9 +28,17 @@ from _common import RESULTS, machine, peak_rss_children_mib, run_cli, shared_dat
 CACHE = Path(os.environ.get("FINEGRAIN_BENCH_CACHE", "/tmp/finegrain-bench-cache"))
 LITE012 = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
 LITE012_320_WHOLE = "+".join(f"{member}@320-whole" for member in LITE012.split("+"))
+# Every `finetune` row is measured from the stock 224-px centre crop without test-time views (the defaults until
+# 2026-12-02; now `--backbone efficientnet_lite0@320-whole --tta flip`, row cub100_320_whole_tta): a row's own
+# arguments come after these and override them, so each row keeps the recipe its results were measured with.
+FINETUNE_BASE = ["--backbone", "efficientnet_lite0", "--tta", "none"]
+# ...except these, which run `finetune` exactly as a user types it, whatever the defaults are today. Time a cold
+# start with FINEGRAIN_BENCH_CACHE set to an empty folder (every embedding, export and activation computed).
+AS_TYPED = {"cub100_defaults"}
 ROWS = {  # name: (dataset, command, extra arguments)
+    "cub100_defaults": ("cub100", "finetune", []),
     "cub100_frozen": ("cub100", "fit", []),
-    "cub100_default": ("cub100", "finetune", []),
+    "cub100_lite0_224": ("cub100", "finetune", []),
     "cub100_blocks1": ("cub100", "finetune", ["--train-blocks", "1"]),
     "cub100_blocks3": ("cub100", "finetune", ["--train-blocks", "3"]),
     "cub100_views1": ("cub100", "finetune", ["--views", "1"]),
@@ -59,6 +67,8 @@ ROWS = {  # name: (dataset, command, extra arguments)
     "cub100_frozen_whole": ("cub100", "fit", ["--backbone", "efficientnet_lite0@whole"]),  # input size and crop
     "cub100_frozen_288_whole": ("cub100", "fit", ["--backbone", "efficientnet_lite0@288-whole"]),
     "cub100_frozen_320_whole": ("cub100", "fit", ["--backbone", "efficientnet_lite0@320-whole"]),
+    "cub100_frozen_384_whole": ("cub100", "fit", ["--backbone", "efficientnet_lite0@384-whole"]),
+    "cub100_frozen_448_whole": ("cub100", "fit", ["--backbone", "efficientnet_lite0@448-whole"]),
     "cub100_whole": ("cub100", "finetune", ["--backbone", "efficientnet_lite0@whole"]),
     "cub100_288_whole": ("cub100", "finetune", ["--backbone", "efficientnet_lite0@288-whole"]),
     "cub100_320_whole": ("cub100", "finetune", ["--backbone", "efficientnet_lite0@320-whole"]),
@@ -82,9 +92,10 @@ ROWS = {  # name: (dataset, command, extra arguments)
     "plankton_pad_d4": ("plankton", "finetune", ["--backbone", "efficientnet_lite0@pad", "--tta", "d4"]),
     "plankton_pad_rot4": ("plankton", "finetune", ["--backbone", "efficientnet_lite0@pad", "--tta", "rot4"]),
     "plankton_pad_flip": ("plankton", "finetune", ["--backbone", "efficientnet_lite0@pad", "--tta", "flip"]),
-    "cub100_stock_plus_tuned": ("cub100", "fit", ["--backbone", f"efficientnet_lite0+{CACHE}/work/cub100_default_s0"]),
+    "plankton_320_whole_tta": ("plankton", "finetune", ["--backbone", "efficientnet_lite0@320-whole", "--tta", "flip"]),
+    "cub100_stock_plus_tuned": ("cub100", "fit", ["--backbone", f"efficientnet_lite0+{CACHE}/work/cub100_lite0_224_s0"]),
     "plankton_frozen": ("plankton", "fit", []),
-    "plankton_default": ("plankton", "finetune", []),
+    "plankton_lite0_224": ("plankton", "finetune", []),
 }
 
 
@@ -121,7 +132,8 @@ def run_row(name: str, seed: int) -> dict:
     model = work / f"{name}_s{seed}"
     env = {"FINEGRAIN_CACHE_DIR": str(CACHE)}
     stores_before = set((CACHE / "activations").glob("*/chunk-*.json"))
-    wall, _ = run_cli([command, str(data), "-o", str(model), "--seed", str(seed), *extra, "-q"], env)
+    base = FINETUNE_BASE if command == "finetune" and name not in AS_TYPED else []
+    wall, _ = run_cli([command, str(data), "-o", str(model), "--seed", str(seed), *base, *extra, "-q"], env)
     rss = peak_rss_children_mib()
     cold = set((CACHE / "activations").glob("*/chunk-*.json")) != stores_before
     t_eval, out = run_cli(["eval", str(model), str(data), "--format", "json", "-q",
@@ -171,27 +183,30 @@ def rbi_extras(name: str, seed: int, model: Path, data: Path, env: dict[str, str
     return out
 
 
-def ensemble_row(seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
-    """Reference, not a product default: the calibrated probabilities of the cub100_default models of `seeds`
-    averaged (N networks to run at prediction time), scored on the test split."""
+def ensemble_row(row: str, seeds: tuple[int, ...]) -> dict:
+    """Reference, not a product default: the calibrated probabilities of a cub100 row's models of `seeds` averaged
+    (N times the networks to run at prediction time), scored on the test split. Each model must have been made
+    by `--row ROW --seed S` first."""
     from finegrain.data.sources import load_data
     from finegrain.pipeline import Classifier
     from finegrain.store import EmbeddingCache
 
+    if ROWS[row][0] != "cub100":
+        raise SystemExit(f"--ensemble scores cub100 rows; {row} is a {ROWS[row][0]} row")
     data = shared_dataset("cub100")
     test = load_data(data).select(["test"])
     total, labels = None, None
     os.environ["FINEGRAIN_CACHE_DIR"] = str(CACHE)
     with EmbeddingCache(CACHE) as cache:
         for seed in seeds:
-            clf = Classifier.load(CACHE / "work" / f"cub100_default_s{seed}")
+            clf = Classifier.load(CACHE / "work" / f"{row}_s{seed}")
             emb = clf.embed(test, cache=cache)
             probs = clf.predict_proba_embeddings(emb)
             total = probs if total is None else total + probs
             labels = np.asarray(emb.labels)
             classes = np.asarray(clf.classes)
     top1 = float((classes[total.argmax(1)] == labels).mean())
-    return {"row": "cub100_ensemble_of_default_seeds", "dataset": "cub100", "command": "ensemble", "args": list(seeds),
+    return {"row": f"{row}_seed_ensemble", "dataset": "cub100", "command": "ensemble", "args": list(seeds),
             "seed": 0, "top1": top1, "ece": float("nan"), "n_test": len(labels), "wall_s": 0.0, "peak_rss_mib": 0,
             "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
 
@@ -226,7 +241,9 @@ def main() -> None:
     ap.add_argument("--row", choices=sorted(ROWS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--merge", action="store_true")
-    ap.add_argument("--ensemble", action="store_true", help="score the mean of the cub100_default seed 0-2 models")
+    ap.add_argument("--ensemble", choices=sorted(ROWS), metavar="ROW",
+                    help="score the mean of a cub100 row's models of --seeds (each made by --row ROW --seed S)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the seeds --ensemble averages")
     args = ap.parse_args()
     if args.merge:
         merged = merge()
@@ -238,11 +255,11 @@ def main() -> None:
                 print(f"    {k}: {np.mean(t[k]):.4f} ± {np.std(t[k]):.4f}")
         return
     if args.ensemble:
-        row = ensemble_row()
-        out = RESULTS / "finetune" / "cub100_ensemble_of_default_seeds_s0.json"
+        row = ensemble_row(args.ensemble, tuple(args.seeds))
+        out = RESULTS / "finetune" / f"{row['row']}_s0.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(row, indent=2) + "\n")
-        print(f"ensemble of 3 default seeds: top1 {row['top1']:.4f}", file=sys.stderr)
+        print(f"{row['row']} of seeds {args.seeds}: top1 {row['top1']:.4f}", file=sys.stderr)
         return
     if not args.row:
         ap.error("give --row NAME (or --merge, --ensemble)")

@@ -84,7 +84,7 @@ def tuned_embeddings(name: str, labels: np.ndarray, seed: int, backbone: str,
 
     known = known_and_unknown(labels, seed)[0]
     clf = finegrain.finetune(known_species_data(name, known), backbone=backbone, seed=seed, progress=True,
-                             settings=TrainSettings(seed=seed, mixoe=mixoe))
+                             tta="none", settings=TrainSettings(seed=seed, mixoe=mixoe))
     X, tuned_labels, _ = embeddings(name, clf.backbone_id)
     if not np.array_equal(tuned_labels, labels):
         raise RuntimeError("the tuned embeddings are not in the stock embeddings' order")

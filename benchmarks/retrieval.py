@@ -7,7 +7,7 @@
 
 Quality: cub100 test images are the queries, the train split the gallery (the index is fitted on train only);
 Recall@1/5/10, precision@10 and mAP@R for stock efficientnet_lite0, lite0+lite1+lite2 joined, and the fine-tuned
-cub100 model (benchmarks/finetune.py's `cub100_default_s0`), under each embedding transform; then, for lite0,
+cub100 model (benchmarks/finetune.py's `cub100_lite0_224_s0`), under each embedding transform; then, for lite0,
 exact vs approximate vs compressed codes side by side with bytes per image and milliseconds per query.
 Embeddings come from the benchmark cache (FINEGRAIN_BENCH_CACHE, default /tmp/finegrain-bench-cache).
 
@@ -36,7 +36,7 @@ from _common import RESULTS, machine, shared_dataset, write_result
 
 BENCH_CACHE = Path(os.environ.get("FINEGRAIN_BENCH_CACHE", "/tmp/finegrain-bench-cache"))
 LITE012 = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
-TUNED = BENCH_CACHE / "work" / "cub100_default_s0"
+TUNED = BENCH_CACHE / "work" / "cub100_lite0_224_s0"
 N_SCALE, N_QUERIES, SCALE_DIM, JITTER = 1_000_000, 1000, 256, 0.5
 LOAD_NOTE = "a fine-tuning benchmark (2 threads) shared the 2 cores throughout: timings are upper bounds"
 SCALE_KINDS = ("hnsw", "ivf", "ivfpq", "exact", "binary", "hnsw_float16", "ivfpq_rerank")
@@ -78,7 +78,7 @@ def quality() -> dict:
     from finegrain.retrieval.index import SimilarityIndex
 
     sources = {"efficientnet_lite0": "efficientnet_lite0", "lite0+lite1+lite2": LITE012,
-               "finetuned lite0 (cub100_default_s0)": str(TUNED)}
+               "finetuned lite0 (cub100_lite0_224_s0)": str(TUNED)}
     rows = []
     for name, backbone in sources.items():
         train, test = cub_embeddings(backbone)

@@ -69,7 +69,7 @@ def main() -> None:
         t_sweep, _ = run_cli(["soup", *map(str, ingredients), "-o", str(greedy), "--method", "greedy", "-q"], env)
     else:
         t_sweep, _ = run_cli(["finetune", str(data), "-o", str(greedy), "--sweep", str(len(SEEDS)), "--seed", "0",
-                              "--epochs", str(epochs), "-q"], env)
+                              "--backbone", "efficientnet_lite0", "--tta", "none", "--epochs", str(epochs), "-q"], env)
     t_uniform, _ = run_cli(["soup", *map(str, ingredients), "-o", str(uniform), "--method", "uniform", "-q"], env)
     models = {f"ingredient_seed{s}": p for s, p in zip(SEEDS, ingredients)}
     models |= {"greedy_soup": greedy, "uniform_soup": uniform}

@@ -43,6 +43,7 @@ def test_finetune_writes_a_model_every_command_uses(tmp_path, capsys):
         outputs[runtime] = [json.loads(line) for line in out.splitlines()]
     for a, b in zip(outputs["torch"], outputs["onnx"]):
         assert a["label"] == b["label"] and abs(a["confidence"] - b["confidence"]) < 1e-3
+    _a_mirrored_photo_gets_the_same_answer(model, data, tmp_path, capsys)
     code, out, err = run_cli(capsys, "embed", data, "-o", tmp_path / "emb", "--backbone", model, "-q")
     assert code == 0, err
     assert json.loads((tmp_path / "emb" / "meta.json").read_text())["backbone"] == member
@@ -54,6 +55,24 @@ def test_finetune_writes_a_model_every_command_uses(tmp_path, capsys):
     assert json.loads((tmp_path / "why" / "explanations.json").read_text())
     code, _, err = run_cli(capsys, "discover", model, data / "test", "-o", tmp_path / "found", "-q")
     assert code == 0, err
+
+
+def _a_mirrored_photo_gets_the_same_answer(model: Path, data: Path, tmp_path: Path, capsys) -> None:
+    """`finetune`'s default `--tta flip`: every image is averaged with its mirror, so a photo and its mirror image
+    are one answer (without the mirror view, the tuned network alone tells them apart)."""
+    from PIL import Image, ImageOps
+
+    assert json.loads((model / "config.json").read_text())["tta"] == "flip"
+    pair = tmp_path / "pair"
+    pair.mkdir()
+    photo = next((data / "test" / "blue_jay").iterdir())
+    with Image.open(photo) as img:
+        img.convert("RGB").save(pair / "a.png")
+        ImageOps.mirror(img.convert("RGB")).save(pair / "b.png")
+    code, out, err = run_cli(capsys, "predict", model, pair, "--format", "jsonl", "--top-k", "3", "-q")
+    assert code == 0, err
+    a, b = sorted((json.loads(line) for line in out.splitlines()), key=lambda r: r["path"])
+    assert a["label"] == b["label"] and abs(a["confidence"] - b["confidence"]) < 1e-5
 
 
 def test_an_input_size_chosen_in_the_backbone_id_travels_with_the_tuned_network(tmp_path, capsys):
@@ -178,8 +197,8 @@ def test_a_finished_member_is_reused_by_a_larger_joined_run_or_another_tta_and_r
     three = json.loads((tmp_path / "three" / "config.json").read_text())
     assert three["finetune"]["members"][0]["reused_finished_run"] is False
     assert three["backbone"] == one["backbone"]  # trained again, to the same weights
-    code, _, err = run_cli(capsys, "finetune", data, "-o", tmp_path / "flip", "--epochs", "2", "--tta", "flip", *FAST)
+    code, _, err = run_cli(capsys, "finetune", data, "-o", tmp_path / "plain", "--epochs", "2", "--tta", "none", *FAST)
     assert code == 0, err
-    flip = json.loads((tmp_path / "flip" / "config.json").read_text())
-    assert flip["finetune"]["members"][0]["reused_finished_run"] and flip["backbone"] == one["backbone"]
-    assert flip["tta"] == "flip" and "tta" not in one
+    plain = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert plain["finetune"]["members"][0]["reused_finished_run"] and plain["backbone"] == one["backbone"]
+    assert one["tta"] == "flip" and "tta" not in plain  # finetune's default views, and none

@@ -73,6 +73,10 @@ def test_uniform_soup_of_separate_runs_and_greedy_refusal(tmp_path, capsys):
     config = _config(tmp_path / "uniform")
     weights = [_config(m)["backbone"] for m in models]
     assert config["soup"]["kept"] == [str(m) for m in models] and config["backbone"] not in weights
+    assert _config(models[0])["tta"] == "flip" and config["tta"] == "flip"  # finetune's default; a soup keeps it
+    code, _, err = run_cli(capsys, "soup", *models, "-o", tmp_path / "plain", "--method", "uniform", "--tta", "none",
+                           "-q")
+    assert code == 0 and "tta" not in _config(tmp_path / "plain"), err  # the plain crop alone
     from safetensors.torch import load_file
 
     def tensors(model):

@@ -71,12 +71,12 @@ def add_calibration_options(p: argparse.ArgumentParser) -> None:
                    help="score behind `predict --unknown` (default msp: max softmax of the calibrated head)")
 
 
-def add_tta_option(p: argparse.ArgumentParser) -> None:
+def add_tta_option(p: argparse.ArgumentParser, default: str | None = "none", default_says: str | None = None) -> None:
     """--tta: the test-time views a fitted head learns on and its model predicts with (`finegrain.tta`)."""
     from ..tta import CLASSIFIER_TTA
 
-    p.add_argument("--tta", default="none", choices=list(CLASSIFIER_TTA),
+    p.add_argument("--tta", default=default, choices=list(CLASSIFIER_TTA),
                    help="every embedding of the model (training, calibration, each prediction) averages the image "
                         "with views of it, one network pass each: flip its mirror image (photos of upright "
                         "subjects), rot4 its three quarter turns (subjects in any orientation: plankton, cells, "
-                        "pollen), d4 every turn and mirror (7 views) (default none)")
+                        f"pollen), d4 every turn and mirror (7 views) (default {default_says or default})")

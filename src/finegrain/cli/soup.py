@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(needs ingredients that held out the same images); uniform: average all (default greedy)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head's fit (default 0)")
     add_calibration_options(p)
-    add_tta_option(p)
+    add_tta_option(p, default=None, default_says="the first ingredient's")
 
 
 def run(args: argparse.Namespace) -> int:

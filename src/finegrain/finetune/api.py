@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..backbones import DEFAULT_BACKBONE, get_backbone
+from ..backbones import get_backbone
 from ..backbones.composite import SEPARATOR, member_ids
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.sources import DataSet, load_data
@@ -33,7 +33,8 @@ from ..store import default_cache_dir
 from ..training import DEFAULT_MAX_ERROR_RATE, _from_images, _labelled, fit, training_samples
 from .network import StagedFeatures, staged_copy, tuned_backbone
 from .store import ActivationStore, check_disk_space, fill_store, store_key
-from .settings import DEFAULT_TRAIN_BLOCKS, DEFAULT_VAL_SPLIT, TrainSettings
+from .settings import (DEFAULT_FINETUNE_BACKBONE, DEFAULT_FINETUNE_TTA, DEFAULT_TRAIN_BLOCKS, DEFAULT_VAL_SPLIT,
+                       TrainSettings)
 from .trainer import Batches, TopNetwork, Trainer, class_indices
 from .trunk import trunk_runner
 from .views import ViewRecipe
@@ -171,7 +172,7 @@ def _bytes_per_view(runner, size: int) -> int:
     return int(np.prod(probe.shape[1:])) * 2
 
 
-def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
+def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_FINETUNE_BACKBONE,
              train_blocks: int | str = DEFAULT_TRAIN_BLOCKS, views: int = 8, crop_scale: float = 0.35,
              jitter: float = 0.2, settings: TrainSettings | None = None, val_split: float = DEFAULT_VAL_SPLIT,
              seed: int = 0, cache_dir: str | Path | None = None, batch_size: int = 32, workers: int = 2,
@@ -179,7 +180,7 @@ def finetune(data: str | Path | DataSet, *, backbone: str = DEFAULT_BACKBONE,
              progress: bool = False, calibrate: bool = True, ood_method: str = "msp", unknown_tpr: float = 0.95,
              head_params: dict[str, Any] | None = None, runtime: str = "auto", restart: bool = False,
              view_seed: int = 0, engine: str = "local", ray: RayTrainOptions | None = None,
-             split_seed: int | None = None, tta: str = "none") -> Classifier:
+             split_seed: int | None = None, tta: str = DEFAULT_FINETUNE_TTA) -> Classifier:
     """Fine-tune the last `train_blocks` blocks of `backbone` (each member of 'a+b') on DATA's training images,
     then fit the logistic head, temperature and unknown detector on the tuned embeddings.
 

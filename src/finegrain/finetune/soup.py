@@ -48,6 +48,7 @@ class Ingredient:
     train_sha256: list[str]  # every image it saw (train and held out)
     val_accuracy: float | None
     data: str | None
+    tta: str  # the test-time views its head was fitted with
 
     @property
     def bases(self) -> list[str]:
@@ -71,7 +72,7 @@ def read_ingredient(directory: str | Path) -> Ingredient:
     training = clf.info.get("training", {})
     split = (float(ft["val_split"]), int(ft["split_seed"])) if "split_seed" in ft else None
     return Ingredient(str(directory), members, ft.get("val_sha256"), split, clf.info.get("train_sha256", []),
-                      training.get("val_accuracy"), training.get("data"))
+                      training.get("val_accuracy"), training.get("data"), clf.tta)
 
 
 def check_same_start(ingredients: Sequence[Ingredient]) -> None:
@@ -144,11 +145,11 @@ def greedy_order(accuracies: Sequence[float]) -> list[int]:
 def soup(models: Sequence[str | Path], data: str | Path | DataSet | None = None, *, method: str = "greedy",
          seed: int = 0, cache_dir: str | Path | None = None, batch_size: int = 32, workers: int = 2,
          max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False, calibrate: bool = True,
-         ood_method: str = "msp", unknown_tpr: float = 0.95, tta: str = "none") -> Classifier:
+         ood_method: str = "msp", unknown_tpr: float = 0.95, tta: str | None = None) -> Classifier:
     """Average the tuned weights of fine-tuned MODELS (uniform or greedy soup) and fit the head on the result.
 
     DATA defaults to the data the first ingredient was trained on; `tta` is `fit`'s (the greedy choice is
-    scored with it too). The returned classifier's
+    scored with it too), by default the first ingredient's. The returned classifier's
     `info["soup"]` lists each ingredient's validation accuracy, the ones kept, and the soup's."""
     if method not in METHODS:
         raise ConfigError(f"unknown soup method '{method}'", expected=" or ".join(METHODS), found=method,
@@ -171,7 +172,7 @@ def soup(models: Sequence[str | Path], data: str | Path | DataSet | None = None,
     val_split, split_seed = split or (DEFAULT_VAL_SPLIT, seed)
     ds = split_for_validation(_soup_data(data, ingredients[0]), val_split, split_seed)
     fit_kwargs = {"seed": seed, "cache_dir": cache_dir, "batch_size": batch_size, "workers": workers,
-                  "max_pixels": max_pixels, "progress": progress, "tta": tta}
+                  "max_pixels": max_pixels, "progress": progress, "tta": tta or ingredients[0].tta}
     kept: list[int] = list(range(len(ingredients)))
     accuracies: list[float | None] = [None] * len(ingredients)
     soup_accuracy = None
