@@ -72,3 +72,24 @@ def test_cache_refuses_a_missing_folder_and_a_dry_run_without_prune(tmp_path, ca
         assert exc.code == 2
     else:
         raise AssertionError("--prune -1 was accepted")
+
+
+def test_listing_counts_each_backbone_through_a_key_index_kept_up_to_date(tmp_path):
+    """The listing counts rows through a narrow index of the keys (kept up to date by later writes), not by
+    reading every vector: a multi-GB cache is listed in about a second (benchmarks/cache_listing.py)."""
+    import numpy as np
+
+    from finegrain.store import EmbeddingCache
+
+    rng = np.random.default_rng(0)
+    with EmbeddingCache(tmp_path) as cache:
+        cache.put_many("a", {f"sha{i}": rng.standard_normal(8).astype(np.float32) for i in range(5)})
+        cache.put_many("b", {f"sha{i}": rng.standard_normal(3).astype(np.float32) for i in range(2)})
+        first = {key: (rows, size) for key, _, rows, size, _ in cache.usage()}
+        cache.put_many("a", {f"sha{i}": rng.standard_normal(8).astype(np.float32) for i in range(3, 9)})  # 4 new
+        plan = " ".join(str(r) for r in cache._conn.execute(
+            "EXPLAIN QUERY PLAN SELECT key, COUNT(*) FROM embeddings GROUP BY key"))
+        later = {key: (rows, size) for key, _, rows, size, _ in cache.usage()}
+    assert first == {"a": (5, 5 * 8 * 4), "b": (2, 2 * 3 * 4)}
+    assert later == {"a": (9, 9 * 8 * 4), "b": (2, 2 * 3 * 4)}
+    assert "embeddings_by_key" in plan
