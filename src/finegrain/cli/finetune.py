@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="folder, manifest (.csv/.parquet) or CUB-style folder, as for fit")
     p.add_argument("-o", "--output", required=True, type=Path, help="model directory to write")
     p.add_argument("--backbone", default=DEFAULT_FINETUNE_BACKBONE,
-                   help=f"backbone to tune (default {DEFAULT_FINETUNE_BACKBONE}: 320 px, the whole image; "
+                   help=f"backbone to tune (default {DEFAULT_FINETUNE_BACKBONE}: 320 px, the whole shorter side; "
                         "efficientnet_lite0 is its 224-px centre crop, 2× faster to predict); 'a+b' tunes each member, "
                         "then joins them; 'NAME@SIZE-whole' or 'NAME@pad' sets its input size and framing (see "
                         "`finegrain backbones`)")

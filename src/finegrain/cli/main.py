@@ -38,7 +38,8 @@ EPILOG = {
     "export": "examples:\n  finegrain export models/birds -o birds.onnx\n"
               "  finegrain export models/birds -o birds-int8.onnx --int8 --check data/birds",
     "finetune": "examples:\n  finegrain finetune data/birds -o models/birds-tuned --seed 0\n"
-                "  finegrain finetune data/birds -o models/birds-tuned --train-blocks 3 --views 4 --epochs 10\n"
+                "  finegrain finetune data/birds -o models/birds-fast --backbone efficientnet_lite0 --tta none  # 224 px, 1 pass\n"
+                "  finegrain finetune data/plankton -o models/plankton --backbone efficientnet_lite0@pad --tta d4\n"
                 "  finegrain predict models/birds-tuned photos/   # the tuned network travels in the model folder",
     "soup": "examples:\n  finegrain finetune data/birds -o models/birds-soup --sweep 3   # trains 3 ingredients, soups them\n"
             "  finegrain soup models/a models/b models/c -o models/birds-soup --method greedy",
