@@ -54,10 +54,6 @@ def copy_cache(cache: Path, folder: Path) -> None:
     source = sqlite3.connect(f"file:{cache / 'embeddings.sqlite3'}?mode=ro", uri=True)
     target = sqlite3.connect(folder / "embeddings.sqlite3")
     source.backup(target)
-    columns = [row[1] for row in target.execute("PRAGMA table_info(key_use)")]
-    if columns and "backbone" not in columns:  # a cache written by a development build of the use table
-        target.execute("ALTER TABLE key_use ADD COLUMN backbone TEXT")
-        target.commit()
     target.close()
     source.close()
 

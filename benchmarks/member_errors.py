@@ -25,19 +25,19 @@ from finetune import CACHE, ROWS
 def member_correct(model_dir, test, cache) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per member of the model's joined logistic head: which test images its own logistic model gets right;
     and the labels."""
+    from finegrain.backbones.composite import member_ids
     from finegrain.pipeline import Classifier
 
     clf = Classifier.load(model_dir)
     emb = clf.embed(test, cache=cache)
-    head, members = clf.head, clf.backbone_id.split("+")
+    head, members = clf.head, member_ids(clf.backbone_id)
     if not getattr(head, "blocks", None):
         raise SystemExit(f"{model_dir} has no joined logistic head (one model per member)")
     labels = np.asarray(emb.labels)
     classes = np.asarray(head.classes_)
     out = {}
-    ends = np.cumsum(head.blocks)
-    for name, model, start, end in zip(members, head.members_, ends - np.asarray(head.blocks), ends):
-        out[name] = classes[model.decision_function(emb.X[:, start:end]).argmax(1)] == labels
+    for name, model, part in zip(members, head.members_, head._block_slices(emb.X.shape[1])):  # as explain reads it
+        out[name] = classes[model.decision_function(emb.X[:, part]).argmax(1)] == labels
     out["joined head"] = classes[head.decision_function(emb.X).argmax(1)] == labels
     return out, labels
 

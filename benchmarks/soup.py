@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import machine, run_cli, shared_dataset, write_result
+from finetune import FINETUNE_BASE  # the recipe these short ingredients were measured with
 
 CACHE = Path(os.environ.get("FINEGRAIN_BENCH_CACHE", "/tmp/finegrain-bench-cache"))
 WORK = CACHE / "work"
@@ -69,7 +70,7 @@ def main() -> None:
         t_sweep, _ = run_cli(["soup", *map(str, ingredients), "-o", str(greedy), "--method", "greedy", "-q"], env)
     else:
         t_sweep, _ = run_cli(["finetune", str(data), "-o", str(greedy), "--sweep", str(len(SEEDS)), "--seed", "0",
-                              "--backbone", "efficientnet_lite0", "--tta", "none", "--epochs", str(epochs), "-q"], env)
+                              *FINETUNE_BASE, "--epochs", str(epochs), "-q"], env)
     t_uniform, _ = run_cli(["soup", *map(str, ingredients), "-o", str(uniform), "--method", "uniform", "-q"], env)
     models = {f"ingredient_seed{s}": p for s, p in zip(SEEDS, ingredients)}
     models |= {"greedy_soup": greedy, "uniform_soup": uniform}
